@@ -1,0 +1,48 @@
+# brandforge — two commands on a fresh machine:
+#   make run   creates the virtual environment if missing, installs, runs the demo catalog
+#   make test  installs everything (including the [aesthetic] extra) and runs the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= WARNING
+
+.PHONY: run test link system-deps bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+
+# Dependencies are installed once per pyproject.toml (the stamp carries its hash);
+# the project itself is re-linked every time, because a cached venv may have been
+# built from another clone.
+$(VENV)/.run-$(HASH): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test-$(HASH): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test,aesthetic]'
+	touch $@ $(VENV)/.run-$(HASH)
+
+link:
+	$(PIP) --no-deps -e .
+
+run: $(VENV)/.run-$(HASH)
+	@$(MAKE) --no-print-directory link
+	PREFECT_LOGGING_LEVEL=INFO $(BIN)/python -m deployments.demo
+
+system-deps:
+	bash scripts/system-deps.sh
+
+test: $(VENV)/.test-$(HASH) system-deps
+	@$(MAKE) --no-print-directory link
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.test-$(HASH)
+	$(BIN)/python bench/catalog.py
+
+clean:
+	rm -rf .brandforge

@@ -1,0 +1,104 @@
+"""ClientProfile: everything brandforge knows about one client, as a Prefect block.
+
+Brand (palette, logo, default style, prompt template), recipes and the rules
+that route sources to them, quality thresholds, where sources come from, which
+provider generates, where results go, and the budget. Teams edit it in the
+Prefect UI; flows load it by name. Validation names the field and the allowed
+values, so a bad profile fails before any image is touched.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Union
+
+from prefect.blocks.core import Block
+from prefect.filesystems import LocalFileSystem
+from prefect_aws import S3Bucket
+from pydantic import Field, field_validator, model_validator
+
+from blocks.ledger import Ledger
+from blocks.providers.base import ImageProvider
+from blocks.providers.local_engine import LocalEngine
+from blocks.targets.base import PublishTarget
+from blocks.targets.gallery import LocalGallery
+from models import GateThresholds, InvalidInput, Recipe, RoutingRule
+
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+PROMPT_SLOTS = {"subject", "style", "palette", "client", "extra"}
+ANCHORS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
+
+
+class ClientProfile(Block):
+    """One client's brand, recipes, gates, source, provider, target and budget."""
+
+    _block_type_name = "Brandforge Client Profile"
+    _block_type_slug = "brandforge-client-profile"
+    _description = "Brand, recipes, quality gates, source, provider, publish target and budget of one client."
+
+    client_id: str = Field(description="Short id used in keys, events and the ledger (letters, digits, dashes).")
+    display_name: str = ""
+    palette: list[str] = Field(default_factory=list, description="Brand colours as #rrggbb.")
+    logo_path: str | None = Field(None, description="Logo image (PNG with alpha) used by the watermark step.")
+    default_style: str = Field("", description="Style words used when a recipe names none.")
+    prompt_template: str = Field(
+        "{style} of {subject}, {extra}",
+        description="Slots: {subject} {style} {palette} {client} {extra}.",
+    )
+    recipes: list[Recipe] = Field(default_factory=lambda: [Recipe(name="default")])
+    routing: list[RoutingRule] = Field(default_factory=list, description="First matching glob wins.")
+    default_recipe: str = "default"
+    gates: GateThresholds = Field(default_factory=GateThresholds)
+    source: Union[LocalFileSystem, S3Bucket, None] = Field(None, description="Where the catalog's source images live.")
+    provider: ImageProvider = Field(default_factory=LocalEngine, description="Image-to-image provider block.")
+    target: PublishTarget = Field(default_factory=LocalGallery, description="Where passing images are published.")
+    ledger: Ledger = Field(default_factory=Ledger, description="Audit record and idempotency index.")
+    max_assets_per_run: int | None = Field(None, ge=1)
+    run_budget_usd: float | None = Field(None, ge=0, description="Most a single catalog run may spend.")
+    monthly_budget_usd: float | None = Field(None, ge=0, description="Most this client may spend per calendar month.")
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", v or ""):
+            raise ValueError(f"client_id must be lowercase letters, digits and dashes, 1-63 long (got {v!r})")
+        return v
+
+    @field_validator("palette")
+    @classmethod
+    def _palette(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if not _HEX.match(c)]
+        if bad:
+            raise ValueError(f"palette colours must be #rrggbb hex (got {bad})")
+        return [c.lower() for c in v]
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            slots = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"prompt_template is not a valid template: {exc}") from exc
+        unknown = slots - PROMPT_SLOTS
+        if unknown:
+            raise ValueError(f"prompt_template uses unknown slots {sorted(unknown)}; allowed: {sorted(PROMPT_SLOTS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _recipes_consistent(self) -> "ClientProfile":
+        names = [r.name for r in self.recipes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"recipes must have distinct names (got {names})")
+        for rule in self.routing:
+            if rule.recipe not in names:
+                raise ValueError(f"routing rule {rule.match!r} names recipe {rule.recipe!r}; known recipes: {names}")
+        if self.default_recipe not in names:
+            raise ValueError(f"default_recipe {self.default_recipe!r} is not a recipe; known recipes: {names}")
+        return self
+
+    def recipe(self, name: str) -> Recipe:
+        for r in self.recipes:
+            if r.name == name:
+                return r
+        raise InvalidInput(f"recipe {name!r} is not defined for client {self.client_id}; known: {[r.name for r in self.recipes]}")

@@ -1,0 +1,1 @@
+"""Image-to-image provider blocks (see `base.ImageProvider` for the protocol)."""

@@ -1,0 +1,1 @@
+"""Publish target blocks (see `base.PublishTarget` for the protocol)."""

@@ -1,0 +1,1 @@
+"""How brandforge runs: deployments, the demo, the command line and the webhook gateway."""

@@ -1,0 +1,91 @@
+"""The demo: save a demo ClientProfile and refresh the demo catalog through the local engine.
+
+`make run` calls this. It needs no network and no credentials: the local
+engine generates, the gallery folder is the publish target and the ledger is a
+SQLite file. Run it twice: the second run does no generation and no publish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from blocks.client_profile import ClientProfile
+from blocks.ledger import Ledger
+from blocks.providers.local_engine import LocalEngine
+from blocks.targets.gallery import LocalGallery
+from models import GateThresholds, Recipe, RoutingRule, StepSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "demo"
+PALETTE = ["#14213d", "#e8a838", "#fcf6ec", "#2b6f9e", "#c8553d"]
+
+
+def demo_chain(anchor: str = "bottom-right") -> list[StepSpec]:
+    return [
+        StepSpec(step="watermark", params={"anchor": anchor, "scale": 0.2, "opacity": 0.9}),
+        StepSpec(step="encode", params={"format": "jpeg", "quality": 90}),
+    ]
+
+
+def demo_profile(state_dir: Path, client_id: str = "demo") -> ClientProfile:
+    """The demo client: five recipes routed by file name, local engine, gallery, SQLite ledger."""
+    recipes = [
+        Recipe(name="poster", style="flat poster illustration", extra_prompt="bold brand colours", strength=0.85, chain=demo_chain()),
+        Recipe(name="watercolour", style="soft watercolour", extra_prompt="light paper texture", strength=0.8, chain=demo_chain("top-right")),
+        Recipe(name="oil", style="oil painting", extra_prompt="rich impasto", strength=0.75, chain=demo_chain()),
+        Recipe(name="sketch", style="pencil sketch", extra_prompt="studio product drawing", strength=0.9, chain=demo_chain("bottom-left")),
+        Recipe(name="vintage", style="vintage film photograph", extra_prompt="warm 1970s look", strength=0.8, chain=demo_chain()),
+    ]
+    return ClientProfile(
+        client_id=client_id,
+        display_name="Demo Co.",
+        palette=PALETTE,
+        logo_path=str(DEMO / "logo.png"),
+        default_style="vintage film photograph",
+        prompt_template="{style} of {subject} for {client}, {extra}",
+        recipes=recipes,
+        routing=[
+            RoutingRule(match="*mug*", recipe="poster"),
+            RoutingRule(match="*coffee*", recipe="watercolour"),
+            RoutingRule(match="*cat*", recipe="oil"),
+            RoutingRule(match="*astronaut*", recipe="sketch"),
+        ],
+        default_recipe="vintage",
+        gates=GateThresholds(min_width=256, min_height=256, min_sharpness=20.0),
+        provider=LocalEngine(job_dir=str(state_dir / "jobs"), palette=PALETTE),
+        target=LocalGallery(folder=str(state_dir / "gallery"), title="brandforge demo gallery"),
+        ledger=Ledger(url=f"sqlite:///{state_dir / 'ledger.db'}"),
+    )
+
+
+def print_summary(summary) -> None:
+    print()
+    print(f"brandforge demo — client {summary.client}: {summary.total} assets in {summary.seconds:.1f} s, cost ${summary.cost_usd:.2f}")
+    for o in summary.outcomes:
+        print(f"  {o.state:<12} {o.name:<24} {o.reason[:90]}")
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary.counts.items()))
+    print(f"  ({counts})")
+    if summary.counts.get("skipped"):
+        print("  skipped = already done for the same bytes and recipe: no generation, no publish.")
+    if summary.gallery:
+        print(f"\nOpen the gallery: file://{summary.gallery}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flows.catalog_refresh import catalog_refresh
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state-dir", default=str(ROOT / ".brandforge"), help="ledger, jobs, work and gallery folder")
+    parser.add_argument("--catalog", default=str(DEMO / "catalog"))
+    args = parser.parse_args(argv)
+    state = Path(args.state_dir).resolve()
+    demo_profile(state).save("demo", overwrite=True)
+    summary = catalog_refresh(client="demo", source=args.catalog, work_dir=str(state / "work"))
+    print_summary(summary)
+    return 0 if not summary.counts.get("failed") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

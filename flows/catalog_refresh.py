@@ -1,0 +1,133 @@
+"""catalog_refresh: list a client's catalog, fan `process_asset` out, summarise.
+
+Checks the client's profile before touching any image, skips what the ledger
+says is already done for the same bytes and recipe, runs assets in parallel
+(a thread pool; providers' own limits apply inside), and leaves three
+artifacts on the run: a progress bar updated as assets finish, a markdown
+summary (counts by final state, time, cost) and a table of every asset.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.filesystems import LocalFileSystem
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_aws import S3Bucket
+
+from blocks.client_profile import ClientProfile
+from blocks.targets.gallery import LocalGallery
+from flows.process_asset import process_asset
+from models import AssetOutcome, AssetRef, CatalogSummary, InvalidInput
+from tasks import budget
+from tasks.load import list_catalog
+from tasks.profiles import check_profile, load_profile
+
+MAX_PARALLEL = int(os.environ.get("BRANDFORGE_MAX_PARALLEL", "4"))
+STATES = ("published", "skipped", "quarantined", "failed")
+
+
+@task(name="run-asset", cache_policy=NO_CACHE)
+def run_asset(asset: AssetRef, profile: ClientProfile, storage, work_dir: str, run_key: str) -> AssetOutcome:
+    """One asset as its own `process_asset` flow run (visible, retryable on its own in the UI)."""
+    return process_asset(asset, profile=profile, storage=storage, work_dir=work_dir, run_key=run_key)
+
+
+def artifact_key(client: str, what: str) -> str:
+    slug = "".join(ch if ch.isalnum() else "-" for ch in client.lower())
+    return f"{slug}-{what}"
+
+
+def summary_markdown(summary: CatalogSummary) -> str:
+    per_min = summary.total / summary.seconds * 60 if summary.seconds else 0.0
+    lines = [
+        f"# Catalog refresh: {summary.client}",
+        "",
+        f"**{summary.total} assets** in {summary.seconds:.1f} s ({per_min:.0f} assets/min), cost **${summary.cost_usd:.2f}**",
+        "",
+        "| final state | assets |",
+        "|---|---|",
+        *[f"| {state} | {summary.counts.get(state, 0)} |" for state in STATES],
+    ]
+    skipped = summary.counts.get("skipped", 0)
+    if skipped:
+        lines += ["", f"{skipped} asset(s) were already done for the same source bytes and recipe: no generation, no publish."]
+    failures = [o for o in summary.outcomes if o.state in ("failed", "quarantined")]
+    if failures:
+        lines += ["", "## Needs attention", ""] + [f"- `{o.name}` — {o.label}" for o in failures]
+    if summary.gallery:
+        lines += ["", f"Gallery: `{summary.gallery}`"]
+    return "\n".join(lines)
+
+
+def outcome_rows(outcomes: list[AssetOutcome]) -> list[dict]:
+    rows = []
+    for o in outcomes:
+        chosen = o.scores.get("chosen")
+        scores = o.scores.get(f"variant-{chosen}") if chosen is not None else None
+        rows.append({
+            "asset": o.name, "state": o.state, "reason": o.reason[:300],
+            "scores": ", ".join(f"{k} {v}" for k, v in (scores or {}).items()),
+            "output": o.published_url or (o.output_uris[0] if o.output_uris else ""),
+            "cost_usd": round(o.cost_usd, 4), "seconds": o.seconds,
+        })
+    return rows
+
+
+@flow(name="catalog-refresh", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL))
+def catalog_refresh(
+    client: str,
+    source: str | None = None,
+    pattern: str = "*",
+    limit: int | None = None,
+    work_dir: str = ".brandforge/work",
+) -> CatalogSummary:
+    """Refresh every image of `client`'s catalog (or of the folder `source`)."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    profile = load_profile(client)
+    check_profile(profile)
+    if source:
+        storage: LocalFileSystem | S3Bucket = LocalFileSystem(basepath=str(Path(source).resolve()))
+    elif profile.source is not None:
+        storage = profile.source
+    else:
+        raise InvalidInput(f"client {client!r} has no source storage in its profile; pass source=<folder>")
+    assets = list_catalog(storage, client, pattern, limit or profile.max_assets_per_run)
+    logger.info("%d asset(s) in %s's catalog", len(assets), client)
+
+    run_key = str(flow_run.id or f"local-{time.time()}")
+    progress_id = create_progress_artifact(0.0, key=artifact_key(client, "catalog-progress"), description=f"{client}: assets finished")
+    futures = run_asset.map(assets, profile=unmapped(profile), storage=unmapped(storage), work_dir=unmapped(work_dir), run_key=unmapped(run_key))
+    outcomes: list[AssetOutcome] = []
+    try:
+        for future in as_completed(futures):
+            outcomes.append(future.result())
+            update_progress_artifact(progress_id, 100.0 * len(outcomes) / max(1, len(assets)),
+                                     description=f"{len(outcomes)}/{len(assets)} assets finished")
+    finally:
+        budget.release_run(run_key)
+    if not assets:
+        update_progress_artifact(progress_id, 100.0, description="empty catalog")
+
+    order = {a.uri: i for i, a in enumerate(assets)}
+    outcomes.sort(key=lambda o: order.get(o.source_uri, 0))
+    gallery = None
+    if isinstance(profile.target, LocalGallery):
+        gallery = str(profile.target.render_index())
+    summary = CatalogSummary(
+        client=client, counts=dict(Counter(o.state for o in outcomes)), outcomes=outcomes,
+        seconds=round(time.monotonic() - started, 2), cost_usd=round(sum(o.cost_usd for o in outcomes), 4), gallery=gallery,
+    )
+    create_markdown_artifact(summary_markdown(summary), key=artifact_key(client, "catalog-summary"), description=f"{client}: catalog refresh summary")
+    create_table_artifact(outcome_rows(outcomes), key=artifact_key(client, "catalog-assets"), description=f"{client}: every asset, its state and scores")
+    logger.info("catalog %s: %s in %.1fs", client, summary.counts, summary.seconds)
+    return summary

@@ -1,0 +1,150 @@
+"""process_asset: one source image through every stage, ending in one ledger row.
+
+Every stage is a retryable task. Whatever goes wrong — a corrupt file, a bad
+recipe value, a provider refusal, a publish error — ends as a recorded
+`failed: <stage>: <reason>` for this asset, never as a crashed catalog run.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from prefect import flow, get_run_logger
+from prefect.filesystems import LocalFileSystem
+from prefect_aws import S3Bucket
+from pydantic import ValidationError
+
+from blocks.client_profile import ClientProfile
+from blocks.ledger import Ledger
+from models import AssetOutcome, AssetRef, BrandforgeError, Candidate, LedgerEntry, PublishItem, describe_validation_error
+from tasks import budget
+from tasks.gates.decide import failure_reasons, score_candidates
+from tasks.generate import generate_images
+from tasks.ledger import find_finished, record_outcome
+from tasks.load import load_asset
+from tasks.postprocess.chain import ChainContext, postprocess_candidate
+from tasks.postprocess.encode import CONTENT_TYPE, SUFFIX
+from tasks.profiles import load_profile
+from tasks.prompt import build_request
+from tasks.publish import publish_item
+from tasks.route import route_asset
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"{stage}: {reason}")
+        self.stage, self.reason = stage, reason
+
+
+@contextmanager
+def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Time a stage and turn any failure into `StageFailed(name, reason)`."""
+    started = time.monotonic()
+    try:
+        yield
+    except StageFailed:
+        raise
+    except ValidationError as exc:
+        raise StageFailed(name, describe_validation_error(exc)) from exc
+    except BrandforgeError as exc:
+        raise StageFailed(name, str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - anything else is still this asset's failure, not the run's
+        raise StageFailed(name, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        timings[name] = round(time.monotonic() - started, 4)
+
+
+@flow(name="process-asset", flow_run_name="{asset.client}/{asset.name}", log_prints=False)
+def process_asset(
+    asset: AssetRef,
+    profile: ClientProfile | None = None,
+    storage: LocalFileSystem | S3Bucket | None = None,
+    work_dir: str = ".brandforge/work",
+    run_key: str | None = None,
+) -> AssetOutcome:
+    """Take one source through the whole pipeline and record how it ended."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    row = LedgerEntry(client=asset.client, source_uri=asset.uri, state="failed")
+    ledger = profile.ledger if profile else Ledger()
+    try:
+        with stage("profile", timings):
+            profile = profile or load_profile(asset.client)
+            ledger = profile.ledger
+        with stage("load", timings):
+            loaded = load_asset(asset, storage or profile.source, work_dir)
+            row.source_key = loaded.source_key
+        with stage("route", timings):
+            recipe, recipe_key = route_asset(loaded, profile)
+            row.recipe, row.recipe_key = recipe.name, recipe_key
+            done = find_finished(ledger, asset.client, loaded.source_key, recipe_key)
+        if done:
+            logger.info("%s already %s for these bytes and this recipe; nothing to do", asset.name, done.state)
+            return AssetOutcome(
+                client=asset.client, source_uri=asset.uri, name=asset.name, state="skipped",
+                reason=f"already {done.state}", source_key=loaded.source_key, recipe=recipe.name, recipe_key=recipe_key,
+                generation_key=done.generation_key, output_uris=done.output_uris, published_url=done.published_url,
+                scores=done.scores, seconds=round(time.monotonic() - started, 3),
+            )
+        with stage("prompt", timings):
+            request, generation_key = build_request(loaded, recipe, recipe_key, profile)
+            row.generation_key, row.seed = generation_key, request.seed
+            row.params = {**request.model_dump(exclude={"source_image"}), "recipe": recipe.name, "style": recipe.style or profile.default_style}
+            row.provider, row.model = profile.provider.provider_name, profile.provider.model
+        out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / generation_key[:16]
+        with stage("budget", timings):
+            estimate = profile.provider.price_per_image_usd * request.batch_size
+            budget.reserve(profile, estimate, run_key)
+        try:
+            with stage("generate", timings):
+                # Async tasks (provider and target I/O) run on Prefect's event loop via submit().
+                result = generate_images.submit(request, profile.provider, str(out_dir)).result()
+                row.job_ids, row.cost_usd = result.job_ids, result.cost_usd
+        finally:
+            # What was not spent (a failed generation) goes back to the run's budget.
+            budget.settle(run_key, estimate)
+        with stage("postprocess", timings):
+            ctx = ChainContext(
+                seed=request.seed or 0, palette=tuple(profile.palette), logo_path=profile.logo_path,
+                source_path=loaded.path, output_format=recipe.output_format,
+                metadata={**row.params, "generation_key": generation_key, "source_key": loaded.source_key,
+                          "provider": row.provider, "model": row.model, "client": asset.client},
+            )
+            candidates = [
+                Candidate(index=i, raw_path=raw, path=postprocess_candidate(raw, recipe.chain, ctx, str(out_dir / f"final-{i}")))
+                for i, raw in enumerate(result.images)
+            ]
+            row.output_uris = [c.path for c in candidates]
+        with stage("gates", timings):
+            scored, best = score_candidates(candidates, profile.gates)
+            row.scores = {f"variant-{c.index}": {s.gate: s.score for s in c.scores} for c in scored}
+        if best is None:
+            row.state, row.reason = "quarantined", failure_reasons(scored)
+        else:
+            row.scores["chosen"] = best.index
+            with stage("publish", timings):
+                item = PublishItem(
+                    client=asset.client, name=asset.name, generation_key=generation_key, image_path=best.path,
+                    source_uri=asset.uri, source_path=loaded.path, title=Path(asset.name).stem,
+                    alt_text=request.prompt, content_type=CONTENT_TYPE[Path(best.path).suffix.lstrip(".").replace("jpg", "jpeg")],
+                    scores={s.gate: s.score for s in best.scores}, params=row.params,
+                )
+                receipt = publish_item.submit(item, profile.target, ledger).result()
+                row.state, row.target = "published", receipt.target
+                row.published_url, row.remote_ids = receipt.url, receipt.remote_ids
+    except StageFailed as exc:
+        logger.warning("%s failed at %s: %s", asset.name, exc.stage, exc.reason)
+        row.state, row.reason = "failed", f"{exc.stage}: {exc.reason}"
+    row.timings = {**timings, "total": round(time.monotonic() - started, 4)}
+    record_outcome(ledger, row)
+    return AssetOutcome(
+        client=asset.client, source_uri=asset.uri, name=asset.name, state=row.state,  # type: ignore[arg-type]
+        reason=row.reason, source_key=row.source_key, recipe=row.recipe, recipe_key=row.recipe_key,
+        generation_key=row.generation_key, output_uris=row.output_uris, published_url=row.published_url,
+        scores=row.scores, cost_usd=row.cost_usd, seconds=row.timings["total"],
+    )
+

@@ -1,0 +1,449 @@
+"""Pydantic models and errors shared by every room of brandforge.
+
+This module imports nothing of ours: flows, tasks and blocks all speak in these
+types. The image-to-image contract (`GenerationRequest`) validates before any
+provider is called, with messages that name the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# --------------------------------------------------------------------------- errors
+
+
+class BrandforgeError(Exception):
+    """Base of every error brandforge raises on purpose."""
+
+
+class InvalidInput(BrandforgeError, ValueError):
+    """A parameter, profile or recipe value is not allowed. Never retried."""
+
+
+class AssetRejected(BrandforgeError):
+    """A source file cannot be used (not an image, truncated, a bomb …). Never retried."""
+
+
+class ProviderError(BrandforgeError):
+    """Base of the errors a provider block maps its answers to."""
+
+    retryable = False
+
+    def __init__(self, reason: str, *, provider: str = "", status_code: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.provider = provider
+        self.status_code = status_code
+
+
+class RateLimited(ProviderError):
+    """429 (or the provider's equivalent). Retried after `retry_after` seconds."""
+
+    retryable = True
+
+    def __init__(self, reason: str = "rate limited", *, retry_after: float | None = None, **kw: Any):
+        super().__init__(reason, **kw)
+        self.retry_after = retry_after
+
+
+class Transient(ProviderError):
+    """5xx, timeouts, dropped connections, malformed answers: worth another try."""
+
+    retryable = True
+
+
+class Rejected(ProviderError):
+    """4xx validation, content filter, refused parameter: another try cannot help."""
+
+
+class PublishError(BrandforgeError):
+    """A publish target refused or failed; `retryable` says whether a retry can help."""
+
+    def __init__(self, reason: str, *, retryable: bool = False, status_code: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.status_code = status_code
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field, without pydantic's boilerplate."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        msg = err.get("msg", "").removeprefix("Value error, ")
+        # Our own validators already start with the field name; pydantic's built-ins do not.
+        if field and not msg.startswith(field.split(".")[-1]):
+            msg = f"{field}: {msg}"
+        parts.append(msg)
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def content_hash(data: bytes) -> str:
+    """The content address of a byte string (hex sha256)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def stable_hash(value: Any) -> str:
+    """sha256 of the canonical JSON of `value` (sorted keys), for recipe and generation keys."""
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- the image-to-image contract
+
+# (minimum, minimum inclusive?, maximum, hint). The message names the field and the range.
+_BOUNDS: dict[str, tuple[float, bool, float, str]] = {
+    "guidance_scale": (0.0, False, 15.0, "how closely to follow the prompt"),
+    "image_guidance_scale": (0.0, False, 15.0, "how closely to follow the source image"),
+    "strength": (0.01, True, 1.0, "lower keeps more of the source"),
+    "steps": (1, True, 50, "more steps refine more and cost more"),
+    "batch_size": (1, True, 8, "number of variants per source"),
+}
+
+
+class GenerationRequest(BaseModel):
+    """One image-to-image job, provider-neutral.
+
+    `strength` follows the diffusers convention (1 = ignore the source); each
+    provider block converts to its own. `width`/`height` of 0 keep the source's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_image: str = Field(description="URI of the source image (file://, s3://, https://)")
+    prompt: str
+    prompt_2: str | None = None
+    negative_prompt: str
+    guidance_scale: float = 7.5
+    image_guidance_scale: float = 1.5
+    strength: float = 0.8
+    steps: int = 20
+    batch_size: int = 1
+    seed: int | None = None
+    width: int = 0
+    height: int = 0
+
+    @field_validator("source_image")
+    @classmethod
+    def _source_present(cls, v: str) -> str:
+        if not v or not v.strip():
+            raise ValueError("source_image must not be empty; give a file://, s3:// or https:// URI")
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_present(cls, v: str) -> str:
+        if not v or not v.strip():
+            raise ValueError("prompt must not be empty; describe the image you want")
+        return v.strip()
+
+    @field_validator(*_BOUNDS)
+    @classmethod
+    def _in_bounds(cls, v: float, info: Any) -> float:
+        name = info.field_name
+        lo, lo_inclusive, hi, hint = _BOUNDS[name]
+        if isinstance(lo, int) and isinstance(hi, int):
+            if v < lo:
+                raise ValueError(f"{name} must be at least {lo} (got {v}); {hint}")
+            if v > hi:
+                raise ValueError(f"{name} must be at most {hi} (got {v}); {hint}")
+            return v
+        too_low = v < lo if lo_inclusive else v <= lo
+        if too_low or v > hi:
+            low_text = f"between {lo} and {hi}" if lo_inclusive else f"greater than {lo:g} and at most {hi:g}"
+            raise ValueError(f"{name} must be {low_text} (got {v}); {hint}")
+        return v
+
+    @field_validator("width", "height")
+    @classmethod
+    def _size(cls, v: int, info: Any) -> int:
+        if v != 0 and not 64 <= v <= 4096:
+            raise ValueError(f"{info.field_name} must be 0 (keep the source's) or between 64 and 4096 (got {v})")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v < 2**32:
+            raise ValueError(f"seed must be between 0 and 4294967295, or null for a derived seed (got {v})")
+        return v
+
+
+class GenerationResult(BaseModel):
+    """What a generation produced: local URIs of the images, and what it cost."""
+
+    images: list[str]
+    provider: str
+    model: str
+    job_ids: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- provider protocol types
+
+
+class JobState(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed, JobState.canceled)
+
+
+class JobHandle(BaseModel):
+    """What `submit` returns: enough to ask for status and results later, from any worker."""
+
+    provider: str
+    job_id: str
+    status_url: str | None = None
+    result_url: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobStatus(BaseModel):
+    state: JobState
+    error: str | None = None
+    outputs: list[str] = Field(default_factory=list)
+
+
+class JobEvent(BaseModel):
+    """A verified webhook, provider-neutral: which job and how it ended."""
+
+    provider: str
+    job_id: str
+    state: JobState
+    outputs: list[str] = Field(default_factory=list)
+    error: str | None = None
+    delivery_id: str | None = None
+
+
+# --------------------------------------------------------------------------- recipes and routing
+
+
+class StepSpec(BaseModel):
+    """One post-processing step of a recipe's chain: a step name and its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Recipe(BaseModel):
+    """How to turn one source into published images for one client."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    style: str = Field("", description="style words put into the prompt (e.g. 'watercolour')")
+    extra_prompt: str = ""
+    negative_prompt: str = "blurry, low quality, distorted, text, watermark"
+    prompt_2: str | None = None
+    strength: float = 0.6
+    guidance_scale: float = 7.5
+    image_guidance_scale: float = 1.5
+    steps: int = 20
+    batch_size: int = 1
+    seed: int | None = None
+    width: int = 0
+    height: int = 0
+    chain: list[StepSpec] = Field(default_factory=list)
+    output_format: Literal["jpeg", "png", "webp"] = "jpeg"
+    keep_composition: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or not v.strip():
+            raise ValueError("name must not be empty")
+        return v
+
+
+class GateThresholds(BaseModel):
+    """A client's quality floor: every gate reads its threshold from here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_width: int = Field(256, ge=1, description="Smallest acceptable output width in pixels.")
+    min_height: int = Field(256, ge=1, description="Smallest acceptable output height in pixels.")
+    target_aspect: float | None = Field(None, gt=0, description="Expected width/height; null accepts any.")
+    aspect_tolerance: float = Field(0.03, ge=0, description="Allowed relative deviation from target_aspect.")
+    min_sharpness: float = Field(30.0, ge=0, description="Variance of the Laplacian on a 512 px grey copy.")
+    max_clipped_fraction: float = Field(0.2, ge=0, le=1, description="Share of pixels at pure black or white.")
+    min_brightness: float = Field(35.0, ge=0, le=255)
+    max_brightness: float = Field(225.0, ge=0, le=255)
+
+
+class RoutingRule(BaseModel):
+    """Send sources whose path matches `match` (a glob) to recipe `recipe`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    match: str
+    recipe: str
+
+
+# --------------------------------------------------------------------------- assets and outcomes
+
+
+class AssetRef(BaseModel):
+    """A source image as found in a catalog, before it is read."""
+
+    client: str
+    uri: str
+    name: str
+
+
+class LoadedAsset(BaseModel):
+    """A validated, normalised source: sRGB PNG in the work folder."""
+
+    client: str
+    uri: str
+    name: str
+    source_key: str
+    path: str
+    width: int
+    height: int
+    original_format: str
+    notes: list[str] = Field(default_factory=list)
+
+
+class GateScore(BaseModel):
+    """One gate's verdict on one candidate image."""
+
+    gate: str
+    score: float | None
+    threshold: str
+    passed: bool
+    detail: str = ""
+
+
+class Candidate(BaseModel):
+    """One finished (post-processed) variant and its gate scores."""
+
+    index: int
+    path: str
+    raw_path: str
+    scores: list[GateScore] = Field(default_factory=list)
+    extra_outputs: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.scores)
+
+
+class PublishItem(BaseModel):
+    """One image ready to publish, with what a target needs to describe and find it again."""
+
+    client: str
+    name: str
+    generation_key: str
+    image_path: str
+    source_uri: str
+    source_path: str | None = None
+    title: str = ""
+    alt_text: str = ""
+    content_type: str = "image/jpeg"
+    scores: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    extra_outputs: dict[str, str] = Field(default_factory=dict)
+
+
+class PublishReceipt(BaseModel):
+    """Where a target put an image, and the ids to find it again."""
+
+    target: str
+    url: str
+    remote_ids: dict[str, Any] = Field(default_factory=dict)
+    already_existed: bool = False
+
+
+FinalState = Literal["published", "quarantined", "failed", "skipped"]
+
+
+class AssetOutcome(BaseModel):
+    """The end of one asset's run, as the catalog summary and the ledger see it."""
+
+    client: str
+    source_uri: str
+    name: str
+    state: FinalState
+    reason: str = ""
+    source_key: str | None = None
+    recipe: str | None = None
+    recipe_key: str | None = None
+    generation_key: str | None = None
+    output_uris: list[str] = Field(default_factory=list)
+    published_url: str | None = None
+    scores: dict[str, Any] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.state if not self.reason else f"{self.state}: {self.reason}"
+
+
+class LedgerEntry(BaseModel):
+    """One row of the ledger: the audit record of one asset × recipe attempt."""
+
+    client: str
+    source_uri: str
+    source_key: str | None = None
+    recipe: str | None = None
+    recipe_key: str | None = None
+    generation_key: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    job_ids: list[str] = Field(default_factory=list)
+    output_uris: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+    scores: dict[str, Any] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+    timings: dict[str, float] = Field(default_factory=dict)
+    state: str
+    reason: str = ""
+    target: str | None = None
+    remote_ids: dict[str, Any] = Field(default_factory=dict)
+    published_url: str | None = None
+    phash: str | None = None
+    flow_run_id: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @model_validator(mode="after")
+    def _state_known(self) -> "LedgerEntry":
+        if self.state not in ("published", "quarantined", "failed"):
+            raise ValueError(f"state must be one of published, quarantined, failed (got {self.state!r})")
+        return self
+
+
+class CatalogSummary(BaseModel):
+    """What one catalog run did, for the terminal, artifacts and tests."""
+
+    client: str
+    counts: dict[str, int]
+    outcomes: list[AssetOutcome]
+    seconds: float
+    cost_usd: float
+    gallery: str | None = None
+
+    @property
+    def total(self) -> int:
+        return len(self.outcomes)

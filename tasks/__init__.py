@@ -1,0 +1,1 @@
+"""Prefect tasks of brandforge, one module per stage of the pipeline."""

@@ -1,0 +1,188 @@
+"""Load: list a catalog and turn each source file into a validated, normalised image.
+
+Accepts JPEG, PNG, WebP and TIFF; applies EXIF orientation; converts CMYK,
+palette, 16-bit and alpha images to 8-bit sRGB; downscales anything over
+2048 px or 8 MB. Rejects, with a reason a person can act on, zero-byte files,
+non-images, truncated files and decompression bombs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps
+from prefect import task
+from prefect.filesystems import LocalFileSystem
+from prefect_aws import S3Bucket
+
+from models import AssetRef, AssetRejected, LoadedAsset, content_hash
+from tasks.retry import retry_unless_refused
+
+ALLOWED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "TIFF": "TIFF", "MPO": "JPEG"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
+MAX_SIDE = 2048
+MAX_BYTES = 8 * 1024 * 1024
+# Anything above this many pixels is refused before decoding (a bomb, or a scan no one meant to send).
+MAX_PIXELS = 80_000_000
+
+
+def list_local(folder: str | Path, pattern: str = "*") -> list[str]:
+    """Relative paths of candidate source files under `folder`, sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise AssetRejected(f"source folder {str(root)!r} does not exist or is not a folder")
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and fnmatch.fnmatch(p.name, pattern)
+    )
+
+
+def source_uri(storage: LocalFileSystem | S3Bucket, name: str) -> str:
+    if isinstance(storage, S3Bucket):
+        folder = storage.bucket_folder.strip("/")
+        key = f"{folder}/{name}" if folder else name
+        return f"s3://{storage.bucket_name}/{key}"
+    return (Path(storage.basepath or ".") / name).resolve().as_uri()
+
+
+@task(name="list-catalog", retries=2, retry_delay_seconds=2)
+def list_catalog(storage: LocalFileSystem | S3Bucket, client: str, pattern: str = "*", limit: int | None = None) -> list[AssetRef]:
+    """Every file in the client's source storage (non-images included: load rejects them with a reason)."""
+    if isinstance(storage, S3Bucket):
+        folder = storage.bucket_folder.strip("/")
+        names = []
+        for obj in storage.list_objects():
+            key = obj["Key"]
+            name = key[len(folder) + 1 :] if folder and key.startswith(folder + "/") else key
+            if name and not name.endswith("/") and fnmatch.fnmatch(Path(name).name, pattern):
+                names.append(name)
+        names.sort()
+    else:
+        names = list_local(storage.basepath or ".", pattern)
+    if limit:
+        names = names[:limit]
+    return [AssetRef(client=client, uri=source_uri(storage, n), name=n) for n in names]
+
+
+def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
+    """8-bit RGB in sRGB, whatever came in."""
+    icc = img.info.get("icc_profile")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = arr.max() or 1.0
+        img = Image.fromarray((arr * (255.0 / (65535.0 if peak > 255 else 255.0))).clip(0, 255).astype(np.uint8), "L")
+        notes.append("16-bit reduced to 8-bit")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        img = Image.fromarray(((arr - lo) / ((hi - lo) or 1.0) * 255).astype(np.uint8), "L")
+        notes.append("float image scaled to 8-bit")
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:
+            notes.append("transparency flattened onto white")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode == "CMYK":
+        if icc:
+            try:
+                src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+                img = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+                icc = None
+            except (ImageCms.PyCMSError, OSError):
+                img = img.convert("RGB")
+        else:
+            img = img.convert("RGB")
+        notes.append("CMYK converted to sRGB")
+    elif icc and img.mode in ("RGB", "L"):
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            img = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            notes.append("embedded colour profile converted to sRGB")
+        except (ImageCms.PyCMSError, OSError):
+            pass
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def normalise_image(data: bytes) -> tuple[Image.Image, str, list[str]]:
+    """Validate and normalise source bytes; returns (RGB image, original format, notes).
+
+    Raises AssetRejected with a reason for anything that is not a usable image.
+    """
+    if not data:
+        raise AssetRejected("empty file (0 bytes); expected a JPEG, PNG, WebP or TIFF image")
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise AssetRejected(f"decompression bomb refused: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for garbage
+        raise AssetRejected(f"not an image ({type(exc).__name__}); expected JPEG, PNG, WebP or TIFF") from exc
+    fmt = ALLOWED_FORMATS.get(img.format or "")
+    if fmt is None:
+        raise AssetRejected(f"unsupported format {img.format}; allowed: JPEG, PNG, WebP, TIFF")
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise AssetRejected(
+            f"decompression bomb refused: {width}x{height} = {width * height / 1e6:.0f} MP exceeds {MAX_PIXELS / 1e6:.0f} MP"
+        )
+    if width < 16 or height < 16:
+        raise AssetRejected(f"image too small: {width}x{height}; at least 16x16 pixels are needed")
+    # Decode large JPEGs at a reduced scale straight away (cheap and memory-bounded).
+    if fmt == "JPEG" and max(width, height) > 2 * MAX_SIDE:
+        img.draft("RGB", (MAX_SIDE, MAX_SIDE))
+    try:
+        img.load()
+    except Exception as exc:  # noqa: BLE001
+        raise AssetRejected(f"corrupt or truncated {fmt} file: {exc}") from exc
+    try:
+        img = ImageOps.exif_transpose(img)
+        if img is None:
+            raise AssetRejected("EXIF orientation could not be applied")
+    except AssetRejected:
+        raise
+    except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
+        notes.append("EXIF orientation unreadable, ignored")
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append("multi-frame file: first frame used")
+    img = _to_srgb(img, notes)
+    limit = MAX_SIDE
+    if len(data) > MAX_BYTES:
+        # Shrink the pixel count in proportion to the file's excess size.
+        scale = (MAX_BYTES / len(data)) ** 0.5
+        limit = min(limit, max(256, int(max(img.size) * scale)))
+    if max(img.size) > limit:
+        before = img.size
+        img.thumbnail((limit, limit), Image.Resampling.LANCZOS)
+        notes.append(f"downscaled from {before[0]}x{before[1]} to {img.width}x{img.height}")
+    return img, fmt, notes
+
+
+@task(name="load-asset", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_refused)
+def load_asset(ref: AssetRef, storage: LocalFileSystem | S3Bucket, work_dir: str) -> LoadedAsset:
+    """Read one source, validate it and write the normalised copy into the work folder."""
+    try:
+        data = storage.read_path(ref.name) if isinstance(storage, S3Bucket) else Path(ref.uri.removeprefix("file://")).read_bytes()
+    except FileNotFoundError as exc:
+        raise AssetRejected(f"source file not found: {ref.uri}") from exc
+    key = content_hash(data)
+    img, fmt, notes = normalise_image(data)
+    folder = Path(work_dir) / ref.client / key[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "source.png"
+    img.save(path, format="PNG")
+    return LoadedAsset(
+        client=ref.client, uri=ref.uri, name=ref.name, source_key=key, path=str(path.resolve()),
+        width=img.width, height=img.height, original_format=fmt, notes=notes,
+    )

@@ -1,0 +1,1 @@
+"""Post-processing: the ordered chain of image steps a client's recipe configures."""

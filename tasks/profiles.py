@@ -1,0 +1,51 @@
+"""Client profiles: load a client's `ClientProfile` block by name, with a useful error."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from blocks.client_profile import ClientProfile
+from pydantic import ValidationError
+
+from models import GenerationRequest, InvalidInput, describe_validation_error
+from tasks.postprocess.chain import validate_chain
+
+
+def load_profile(client: str) -> ClientProfile:
+    """The saved ClientProfile block named `client`; InvalidInput naming the known ones if absent."""
+    try:
+        profile = ClientProfile.load(client)
+    except ValueError as exc:
+        raise InvalidInput(f"unknown client {client!r}: no ClientProfile block of that name; known clients: {known_clients()}") from exc
+    if profile.client_id != client:
+        raise InvalidInput(f"ClientProfile block {client!r} holds client_id {profile.client_id!r}; they must match")
+    return profile
+
+
+def known_clients() -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        docs = client.read_block_documents_by_type(ClientProfile.get_block_type_slug())
+    return sorted(d.name for d in docs if d.name and not d.is_anonymous)
+
+
+@task(name="check-profile")
+def check_profile(profile: ClientProfile) -> None:
+    """Everything about a profile that can be checked before any image is touched."""
+    for recipe in profile.recipes:
+        try:
+            validate_chain(recipe.chain)
+        except InvalidInput as exc:
+            raise InvalidInput(f"recipe {recipe.name!r}: {exc}") from exc
+        try:
+            GenerationRequest(
+                source_image="file:///profile-check", prompt=recipe.style or profile.default_style or "check",
+                negative_prompt=recipe.negative_prompt, prompt_2=recipe.prompt_2, guidance_scale=recipe.guidance_scale,
+                image_guidance_scale=recipe.image_guidance_scale, strength=recipe.strength, steps=recipe.steps,
+                batch_size=recipe.batch_size, seed=recipe.seed, width=recipe.width, height=recipe.height,
+            )
+        except ValidationError as exc:
+            raise InvalidInput(f"recipe {recipe.name!r}: {describe_validation_error(exc)}") from exc
+        if any(s.step == "watermark" for s in recipe.chain) and not profile.logo_path:
+            raise InvalidInput(f"recipe {recipe.name!r} has a watermark step but the profile has no logo_path")
