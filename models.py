@@ -275,6 +275,10 @@ class Recipe(BaseModel):
         return v
 
 
+# Gates whose score is a number compared with one threshold: the ones a review band can apply to.
+REVIEWABLE_GATES = ("sharpness", "contrast", "colour_cast", "aesthetic", "noise", "repetition", "palette", "structure")
+
+
 class GateThresholds(BaseModel):
     """A client's quality floor: every gate reads its threshold from here."""
 
@@ -288,6 +292,33 @@ class GateThresholds(BaseModel):
     max_clipped_fraction: float = Field(0.2, ge=0, le=1, description="Share of pixels at pure black or white.")
     min_brightness: float = Field(35.0, ge=0, le=255)
     max_brightness: float = Field(225.0, ge=0, le=255)
+    # Gates of issue 5 (tasks/gates/*). Every score is recorded; these decide pass/fail.
+    min_file_bytes: int = Field(2048, ge=0, description="Smallest encoded file; tinier files are blank or truncated.")
+    max_file_bytes: int = Field(20_000_000, ge=1, description="Largest encoded file a target should receive.")
+    min_contrast: float = Field(4.0, ge=0, description="Std of grey levels (0-255) below which an image is blank / near-uniform.")
+    max_colour_cast: float = Field(4.0, ge=0, description="Mean chroma offset / chroma spread (YCbCr); above it the whole image leans to one hue.")
+    min_aesthetic: float = Field(5.0, description="LAION improved aesthetic score (about 1-10; 5.0 / 6.0 / 6.5 are usual floors); needs the profile's aesthetic model.")
+    max_noise: float = Field(12.0, ge=0, description="Estimated noise sigma in grey levels (Immerkaer, full-resolution centre crop); above it the image is noisy.")
+    max_band_fraction: float = Field(0.08, ge=0, le=1, description="Largest share of the image one flat stripe of identical rows or columns may cover.")
+    max_alpha_hole: float = Field(0.005, ge=0, le=1, description="Largest share of transparent pixels inside an image that must be opaque.")
+    max_repetition: float = Field(0.7, ge=0, le=1, description="Largest correlation of the image's detail with a shifted copy of itself (tiled or duplicated halves).")
+    max_duplicate_distance: int = Field(6, ge=0, le=64, description="pHash Hamming distance (of 64 bits) at or below which an image duplicates one already published for the client.")
+    max_palette_distance: float | None = Field(None, gt=0, description="Mean CIELAB delta-E from the image's dominant colours to the nearest brand colour; null records the score only.")
+    min_structure: float = Field(0.3, ge=-1, le=1, description="SSIM to the source (grey, 256 px), checked for recipes with keep_composition.")
+    review_band: dict[str, float] = Field(default_factory=dict, description="Gate -> half-width around its threshold, in the gate's units, where a person decides (e.g. {'aesthetic': 0.25}); empty never pauses.")
+    review_timeout_s: int = Field(3600, ge=1, description="Seconds a borderline image waits for a decision in the Prefect UI.")
+    review_default: Literal["approve", "reject"] = Field("reject", description="What happens to a borderline image nobody decided on in time.")
+
+    @field_validator("review_band")
+    @classmethod
+    def _review_band(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(REVIEWABLE_GATES))
+        if unknown:
+            raise ValueError(f"review_band names unknown gates {unknown}; allowed: {list(REVIEWABLE_GATES)}")
+        negative = sorted(k for k, w in v.items() if w < 0)
+        if negative:
+            raise ValueError(f"review_band widths must be >= 0 (negative for {negative})")
+        return v
 
 
 class RoutingRule(BaseModel):
@@ -332,6 +363,7 @@ class GateScore(BaseModel):
     threshold: str
     passed: bool
     detail: str = ""
+    limit: float | None = Field(None, description="The numeric threshold `score` was compared with (for the review band).")
 
 
 class Candidate(BaseModel):
