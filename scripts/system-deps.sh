@@ -3,6 +3,7 @@
 # what is missing. Needs root, as CI and the development machines run.
 set -euo pipefail
 PKGS=(
+  postgresql          # the ledger on PostgreSQL (fleet mode)
 )
 need=()
 for pkg in "${PKGS[@]}"; do
