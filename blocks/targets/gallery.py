@@ -121,6 +121,7 @@ def _render(title: str, entries: list[dict]) -> str:
     cards = []
     for e in sorted(entries, key=lambda e: (e["client"], e["name"])):
         rel = f'{html.escape(e["client"])}/'
+        params = e.get("params", {})
         scores = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{_fmt_score(v)}</td></tr>" for k, v in sorted(e.get("scores", {}).items())
         )
@@ -131,7 +132,8 @@ def _render(title: str, entries: list[dict]) -> str:
   <h2>{html.escape(e["title"])} <small>{html.escape(e["client"])}</small></h2>
   <div class="pair">{before}<figure><img src="{rel}{html.escape(e["image"])}" alt="after"><figcaption>after</figcaption></figure></div>
   <table>{scores}</table>
-  <p class="meta">key {html.escape(e["generation_key"][:16])} · {html.escape(str(e.get("params", {}).get("style") or ""))} {extras}</p>
+  <p class="prompt">{html.escape(str(params.get("prompt") or ""))}</p>
+  <p class="meta">recipe {html.escape(str(params.get("recipe") or "–"))} · seed {html.escape(str(params.get("seed")))} · key {html.escape(e["generation_key"][:16])} {extras}</p>
 </article>"""
         )
     return f"""<!doctype html>
@@ -141,7 +143,7 @@ body{{font-family:system-ui,sans-serif;margin:2rem;background:#f6f5f2;color:#222
 article{{background:#fff;border-radius:8px;padding:1rem;margin:0 0 1.5rem;box-shadow:0 1px 3px #0002}}
 .pair{{display:flex;gap:1rem;flex-wrap:wrap}} figure{{margin:0}} img{{max-width:420px;max-height:420px;display:block}}
 figcaption{{font-size:.8rem;color:#666}} table{{font-size:.85rem;margin-top:.5rem}} td{{padding:0 .8rem 0 0}}
-.meta{{font-size:.8rem;color:#777}} h2 small{{color:#888;font-weight:normal}}
+.meta{{font-size:.8rem;color:#777}} .prompt{{font-style:italic;color:#444;margin:.4rem 0 0}} h2 small{{color:#888;font-weight:normal}}
 </style></head><body>
 <h1>{html.escape(title)}</h1><p>{len(entries)} published image(s)</p>
 {"".join(cards) or "<p>Nothing published yet.</p>"}
