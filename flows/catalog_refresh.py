@@ -28,6 +28,7 @@ from blocks.targets.gallery import LocalGallery
 from flows.process_asset import process_asset
 from models import AssetOutcome, AssetRef, CatalogSummary, InvalidInput
 from tasks import budget
+from tasks.gates.report import create_gate_report
 from tasks.load import list_catalog
 from tasks.profiles import check_profile, load_profile
 
@@ -35,7 +36,7 @@ MAX_PARALLEL = int(os.environ.get("BRANDFORGE_MAX_PARALLEL", "4"))
 STATES = ("published", "skipped", "quarantined", "failed")
 
 
-@task(name="run-asset", cache_policy=NO_CACHE)
+@task(name="run-asset", task_run_name="asset {asset.name}", cache_policy=NO_CACHE)
 def run_asset(asset: AssetRef, profile: ClientProfile, storage, work_dir: str, run_key: str) -> AssetOutcome:
     """One asset as its own `process_asset` flow run (visible, retryable on its own in the UI)."""
     return process_asset(asset, profile=profile, storage=storage, work_dir=work_dir, run_key=run_key)
@@ -74,10 +75,10 @@ def outcome_rows(outcomes: list[AssetOutcome]) -> list[dict]:
         chosen = o.scores.get("chosen")
         scores = o.scores.get(f"variant-{chosen}") if chosen is not None else None
         rows.append({
-            "asset": o.name, "state": o.state, "reason": o.reason[:300],
-            "scores": ", ".join(f"{k} {v}" for k, v in (scores or {}).items()),
+            "asset": o.name, "state": o.state,
             "output": o.published_url or (o.output_uris[0] if o.output_uris else ""),
-            "cost_usd": round(o.cost_usd, 4), "seconds": o.seconds,
+            "reason": o.reason[:300], "cost_usd": round(o.cost_usd, 4), "seconds": o.seconds,
+            "scores": ", ".join(f"{k} {v}" for k, v in (scores or {}).items()),
         })
     return rows
 
@@ -129,5 +130,7 @@ def catalog_refresh(
     )
     create_markdown_artifact(summary_markdown(summary), key=artifact_key(client, "catalog-summary"), description=f"{client}: catalog refresh summary")
     create_table_artifact(outcome_rows(outcomes), key=artifact_key(client, "catalog-assets"), description=f"{client}: every asset, its state and scores")
+    create_gate_report(client, outcomes, key_prefix=artifact_key(client, "catalog"),
+                       threshold=profile.gates.min_aesthetic if profile.aesthetic else None)
     logger.info("catalog %s: %s in %.1fs", client, summary.counts, summary.seconds)
     return summary
