@@ -1,0 +1,30 @@
+"""process_asset on its own, as the on-new-asset trigger runs it: just an AssetRef."""
+
+from __future__ import annotations
+
+import pytest
+
+from blocks.ledger import Ledger
+from flows.process_asset import process_asset
+from models import AssetRef
+from tests.conftest import DEMO_CATALOG
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def test_single_asset_by_reference(demo_profile, demo_state, monkeypatch):
+    monkeypatch.chdir(demo_state)  # the default work folder is relative
+    demo_profile.save("demo", overwrite=True)
+    path = DEMO_CATALOG / "ceramic-mug.webp"
+    outcome = process_asset(AssetRef(client="demo", uri=path.as_uri(), name=path.name))
+    assert outcome.state == "published" and outcome.recipe == "poster"
+    assert Ledger(url=demo_profile.ledger.url).published_for_generation(outcome.generation_key)
+
+
+def test_unknown_client_is_recorded_not_lost(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default ledger lives in ./.brandforge
+    path = DEMO_CATALOG / "ceramic-mug.webp"
+    outcome = process_asset(AssetRef(client="ghost", uri=path.as_uri(), name=path.name))
+    assert outcome.state == "failed" and outcome.reason.startswith("profile: unknown client 'ghost'")
+    rows = Ledger(url=f"sqlite:///{tmp_path / '.brandforge' / 'ledger.db'}").entries(client="ghost")
+    assert len(rows) == 1 and rows[0].source_uri == path.as_uri()
