@@ -24,7 +24,7 @@ $(VENV)/.run-$(HASH): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test-$(HASH): pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[test,aesthetic]'
+	$(PIP) -e '.[test,aesthetic,postprocess,diffusers]'
 	touch $@ $(VENV)/.run-$(HASH)
 
 link:
@@ -43,6 +43,8 @@ test: $(VENV)/.test-$(HASH) system-deps
 
 bench: $(VENV)/.test-$(HASH)
 	$(BIN)/python bench/catalog.py
+	$(BIN)/python bench/postprocess.py
+	$(BIN)/python bench/provider_throughput.py
 
 clean:
 	rm -rf .brandforge

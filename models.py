@@ -303,7 +303,7 @@ class GateThresholds(BaseModel):
     max_alpha_hole: float = Field(0.005, ge=0, le=1, description="Largest share of transparent pixels inside an image that must be opaque.")
     max_repetition: float = Field(0.7, ge=0, le=1, description="Largest correlation of the image's detail with a shifted copy of itself (tiled or duplicated halves).")
     max_duplicate_distance: int = Field(6, ge=0, le=64, description="pHash Hamming distance (of 64 bits) at or below which an image duplicates one already published for the client.")
-    max_palette_distance: float | None = Field(None, gt=0, description="Mean CIELAB delta-E from the image's dominant colours to the nearest brand colour; null records the score only.")
+    max_palette_distance: float | None = Field(None, gt=0, description="Mean CIELAB delta-E from each pixel to the nearest brand colour; null records the score only.")
     min_structure: float = Field(0.3, ge=-1, le=1, description="SSIM to the source (grey, 256 px), checked for recipes with keep_composition.")
     review_band: dict[str, float] = Field(default_factory=dict, description="Gate -> half-width around its threshold, in the gate's units, where a person decides (e.g. {'aesthetic': 0.25}); empty never pauses.")
     review_timeout_s: int = Field(3600, ge=1, description="Seconds a borderline image waits for a decision in the Prefect UI.")
@@ -388,6 +388,7 @@ class PublishItem(BaseModel):
     generation_key: str
     image_path: str
     source_uri: str
+    source_key: str | None = None
     source_path: str | None = None
     title: str = ""
     alt_text: str = ""

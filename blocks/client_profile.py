@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Union
+from typing import Literal, Union
 
 from prefect.blocks.core import Block
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 from pydantic import Field, field_validator, model_validator
 
+from blocks.aesthetic import AestheticModel
+from blocks.c2pa_signer import C2paSigner
 from blocks.ledger import Ledger
 from blocks.providers.base import ImageProvider
 from blocks.providers.local_engine import LocalEngine
+from blocks.refiners import ImageRefiner
 from blocks.targets.base import PublishTarget
 from blocks.targets.gallery import LocalGallery
 from models import GateThresholds, InvalidInput, Recipe, RoutingRule
@@ -50,10 +53,19 @@ class ClientProfile(Block):
     routing: list[RoutingRule] = Field(default_factory=list, description="First matching glob wins.")
     default_recipe: str = "default"
     gates: GateThresholds = Field(default_factory=GateThresholds)
+    aesthetic: AestheticModel | None = Field(None, description="LAION aesthetic predictor for the aesthetic gate; null leaves the gate out.")
     source: Union[LocalFileSystem, S3Bucket, None] = Field(None, description="Where the catalog's source images live.")
     provider: ImageProvider = Field(default_factory=LocalEngine, description="Image-to-image provider block.")
     target: PublishTarget = Field(default_factory=LocalGallery, description="Where passing images are published.")
     ledger: Ledger = Field(default_factory=Ledger, description="Audit record and idempotency index.")
+    source_handling: Literal["leave", "tag", "move"] = Field(
+        "leave",
+        description="What happens to a source after its image is published and recorded: leave it, tag it "
+        "(S3 object tag / hidden sidecar file), or move it under archive_prefix.",
+    )
+    archive_prefix: str = Field("archive/", description="Where source_handling 'move' puts published sources (S3 key prefix or sub-folder).")
+    refiner: ImageRefiner | None = Field(None, description="Upscale / face-restore / outpaint service the post-processing chain uses.")
+    c2pa_signer: C2paSigner | None = Field(None, description="Signs C2PA manifests when a recipe's encode step sets c2pa.")
     max_assets_per_run: int | None = Field(None, ge=1)
     run_budget_usd: float | None = Field(None, ge=0, description="Most a single catalog run may spend.")
     monthly_budget_usd: float | None = Field(None, ge=0, description="Most this client may spend per calendar month.")
@@ -64,6 +76,14 @@ class ClientProfile(Block):
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", v or ""):
             raise ValueError(f"client_id must be lowercase letters, digits and dashes, 1-63 long (got {v!r})")
         return v
+
+    @field_validator("archive_prefix")
+    @classmethod
+    def _archive_prefix(cls, v: str) -> str:
+        parts = [p for p in v.strip("/").split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise ValueError(f"archive_prefix must be a relative folder or key prefix such as 'archive/' (got {v!r})")
+        return "/".join(parts) + "/"
 
     @field_validator("palette")
     @classmethod

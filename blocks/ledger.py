@@ -28,7 +28,9 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    and_,
     func,
+    or_,
     select,
 )
 
@@ -143,6 +145,19 @@ class Ledger(Block):
         t = ledger_table.c
         return self._latest(t.generation_key == generation_key, t.state == "published")
 
+    def published_phashes(self, client: str, exclude_source_uri: str | None = None) -> list[str]:
+        """Perceptual hashes of every image published for `client` (the duplicate gate compares against them).
+
+        `exclude_source_uri` leaves out the asset's own earlier versions: republishing it
+        after its recipe changed replaces it, it does not duplicate it.
+        """
+        t = ledger_table.c
+        query = select(t.phash).where(t.client == client, t.state == "published", t.phash.is_not(None))
+        if exclude_source_uri is not None:
+            query = query.where(t.source_uri != exclude_source_uri)
+        with self.engine.connect() as conn:
+            return [h for (h,) in conn.execute(query)]
+
     def entries(
         self,
         client: str | None = None,
@@ -162,6 +177,53 @@ class Ledger(Block):
             query = query.where(t.state == state)
         with self.engine.connect() as conn:
             return [_to_entry(r) for r in conn.execute(query)]
+
+    def rows(
+        self, client: str | None = None, since: datetime | None = None, until: datetime | None = None,
+    ) -> list[tuple[int, LedgerEntry]]:
+        """(row id, entry) in id order, `since` inclusive and `until` exclusive: the compliance export."""
+        t = ledger_table.c
+        query = select(ledger_table).order_by(t.id)
+        if client:
+            query = query.where(t.client == client)
+        if since:
+            query = query.where(t.created_at >= since)
+        if until:
+            query = query.where(t.created_at < until)
+        with self.engine.connect() as conn:
+            return [(r.id, _to_entry(r)) for r in conn.execute(query)]
+
+    def lineage(self, ref: str) -> list[tuple[int, LedgerEntry]]:
+        """Every row about the image `ref` names, oldest first.
+
+        `ref` is a published URL, a generation key (or a prefix of 8+ characters), a
+        ledger row id, or a remote id or URL a target returned (a post id, a media URL,
+        an S3 key). All attempts for the same generation key follow, and those for the
+        same source bytes that failed before a generation key existed.
+        """
+        t = ledger_table.c
+        ref = ref.strip()
+        hits = [t.published_url == ref, t.generation_key == ref]
+        if ref.isdigit():
+            hits.append(t.id == int(ref))
+        if len(ref) >= 8 and all(c in "0123456789abcdef" for c in ref):
+            hits.append(t.generation_key.startswith(ref))
+        with self.engine.connect() as conn:
+            found = list(conn.execute(select(ledger_table).where(or_(*hits))))
+            if not found:  # remote ids live in JSON, whose operators differ per database: scan published rows
+                found = [
+                    r for r in conn.execute(select(ledger_table).where(t.state == "published"))
+                    if ref in {str(v) for v in (r.remote_ids or {}).values()}
+                ]
+            keys = {r.generation_key for r in found if r.generation_key}
+            sources = {r.source_key for r in found if r.source_key}
+            related = list(conn.execute(
+                select(ledger_table).where(or_(
+                    t.id.in_([r.id for r in found]), t.generation_key.in_(keys),
+                    and_(t.source_key.in_(sources), t.generation_key.is_(None)),  # attempts that failed before a key existed
+                )).order_by(t.id)
+            )) if found else []
+        return [(r.id, _to_entry(r)) for r in related]
 
     def spent(self, client: str, since: datetime | None = None) -> float:
         """What this client's generations cost since `since` (the start of this month by default)."""

@@ -4,7 +4,8 @@ Checks the client's profile before touching any image, skips what the ledger
 says is already done for the same bytes and recipe, runs assets in parallel
 (a thread pool; providers' own limits apply inside), and leaves three
 artifacts on the run: a progress bar updated as assets finish, a markdown
-summary (counts by final state, time, cost) and a table of every asset.
+summary (counts by final state, time, cost) and a table of every asset —
+plus the gate report (every variant's scores, an aesthetic-score histogram).
 """
 
 from __future__ import annotations

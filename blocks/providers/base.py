@@ -35,6 +35,12 @@ class ImageProvider(Block):
     supports_prompt_2: ClassVar[bool] = False
     supports_image_guidance: ClassVar[bool] = False
     max_batch_size: ClassVar[int] = 8
+    # Whether the provider calls back when a job ends (the generation task then also
+    # listens for the relayed `brandforge.generation.*` event instead of only polling).
+    supports_webhooks: ClassVar[bool] = False
+    # Whether the generation task takes Prefect global rate/concurrency slots for it
+    # (hosted APIs yes; the in-process local engine has nothing to protect).
+    uses_shared_limits: ClassVar[bool] = False
 
     provider_name: ClassVar[str] = "provider"
 
@@ -47,6 +53,20 @@ class ImageProvider(Block):
     def limit_name(self) -> str:
         """Name of the Prefect global concurrency / rate limits this provider uses."""
         return f"brandforge-provider-{self.provider_name}"
+
+    @property
+    def rate_limit_name(self) -> str:
+        """Prefect global rate limit (slot decay = requests_per_minute / 60) for job-creating calls."""
+        return f"{self.limit_name}-rpm"
+
+    @property
+    def concurrency_limit_name(self) -> str:
+        """Prefect global concurrency limit (max_concurrent_jobs) held while a job is in flight."""
+        return f"{self.limit_name}-jobs"
+
+    def job_resource_id(self, job_id: str) -> str:
+        """Resource id of the `brandforge.generation.*` events about one job."""
+        return f"brandforge.job.{self.provider_name}.{job_id}"
 
     def check_supported(self, request: GenerationRequest) -> None:
         """Refuse, before any call, what this provider cannot honour."""

@@ -1,0 +1,203 @@
+"""FalProvider: image-to-image through fal.ai's queue API.
+
+Wire format (reference/providers.md §2): `POST {queue}/{model_id}` with the
+model's inputs as JSON (`?fal_webhook=<url>` for a callback); the answer's
+`status_url` / `response_url` are followed exactly as given, never rebuilt
+(they drop the model's subpath); status answers 202 while queued or running
+and 200 when COMPLETED (with `error` when it failed). Webhooks are signed with
+Ed25519 over `request_id\\nuser_id\\ntimestamp\\nsha256(body)`, checked against
+the public keys of a configurable JWKS URL (cached for a day at most).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import Field
+
+from blocks.providers.hosted import HostedProvider
+from blocks.providers.http import data_uri, download, is_remote, json_of, prepare_source, send
+from models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
+
+_JWKS_CACHE: dict[str, tuple[float, list[Ed25519PublicKey]]] = {}
+_JWKS_LOCK = threading.Lock()
+JWKS_TTL_S = 24 * 3600
+JWKS_MIN_REFRESH_S = 300  # a forged webhook must not make us hammer the JWKS endpoint
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def jwks_keys(url: str, *, timeout_s: float = 10.0, refresh: bool = False) -> list[Ed25519PublicKey]:
+    """The Ed25519 keys of a JWKS document, cached per URL for at most a day;
+    `refresh` re-reads a copy older than JWKS_MIN_REFRESH_S (key rotation)."""
+    with _JWKS_LOCK:
+        cached = _JWKS_CACHE.get(url)
+        max_age = JWKS_MIN_REFRESH_S if refresh else JWKS_TTL_S
+        if cached and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+    try:
+        resp = httpx.get(url, timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
+        resp.raise_for_status()
+        doc = resp.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise Transient(f"fal: cannot read the webhook JWKS at {url}: {exc}", provider="fal") from exc
+    keys = [
+        Ed25519PublicKey.from_public_bytes(_b64url_decode(k["x"]))
+        for k in doc.get("keys", [])
+        if k.get("kty") == "OKP" and k.get("crv") == "Ed25519" and k.get("x")
+    ]
+    with _JWKS_LOCK:
+        _JWKS_CACHE[url] = (time.monotonic(), keys)
+    return keys
+
+
+class FalProvider(HostedProvider):
+    """fal.ai queue: submit, follow status_url/response_url, Ed25519 webhooks."""
+
+    _block_type_name = "Brandforge fal"
+    _block_type_slug = "brandforge-fal"
+    _description = "Image-to-image on fal.ai's queue API with webhooks (Ed25519, JWKS) and polling."
+
+    provider_name: ClassVar[str] = "fal"
+    supports_webhooks: ClassVar[bool] = True
+
+    base_url: str = "https://queue.fal.run"
+    model: str = Field("fal-ai/fast-sdxl/image-to-image", description="fal model id, with its subpath.")
+    jwks_url: str = Field("https://rest.alpha.fal.ai/.well-known/jwks.json",
+                          description="Where fal publishes its webhook keys (two URLs are in use; configurable).")
+    webhook_tolerance_s: float = Field(300.0, gt=0, description="Oldest webhook timestamp accepted (replay guard).")
+    extra_input: dict[str, Any] = Field(default_factory=dict, description="Model-specific inputs sent as they are.")
+    # fal limits concurrency per account, not requests per minute; queued requests wait, they are not refused.
+    requests_per_minute: int = 600
+    price_per_image_usd: float = 0.003
+
+    @property
+    def _is_flux(self) -> bool:
+        return "flux" in self.model
+
+    def unsupported_reasons(self) -> dict[str, str]:
+        why = {"prompt_2": "fal img2img models take one prompt",
+               "image_guidance_scale": "only InstructPix2Pix pipelines have it"}
+        if self._is_flux:
+            why["negative_prompt"] = "FLUX has no negative prompt"
+        return why
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Key {self.token()}"}
+
+    def build_input(self, request: GenerationRequest, image: str) -> dict[str, Any]:
+        # fal's `strength` is read as a denoise strength (1 = ignore the source), like ours;
+        # reference/providers.md marks that as presumed, not confirmed by fal's docs.
+        body: dict[str, Any] = {
+            "image_url": image,
+            "prompt": request.prompt,
+            "strength": request.strength,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.guidance_scale,
+            "num_images": request.batch_size,
+        }
+        if not self._is_flux:
+            body["negative_prompt"] = request.negative_prompt
+            body["format"] = "png"
+            if request.width and request.height:
+                body["image_size"] = {"width": request.width, "height": request.height}
+        else:
+            body["output_format"] = "png"
+        if request.seed is not None:
+            body["seed"] = request.seed
+        return {**body, **self.extra_input}
+
+    async def submit(self, request: GenerationRequest) -> JobHandle:
+        self.check_supported(request)
+        if is_remote(request.source_image) and not (request.width or request.height):
+            image = request.source_image
+        else:
+            image = data_uri(prepare_source(request, provider=self.provider_name,
+                                            fit_to_request=self._is_flux))
+        url = f"{self.base_url.rstrip('/')}/{self.model}"
+        if self.webhook_url:
+            url += f"?fal_webhook={quote(self.webhook_url, safe='')}"
+        resp = await send(self.provider_name, "POST", url, json=self.build_input(request, image),
+                          headers=self._headers(), timeout_s=self.request_timeout_s)
+        body = json_of(resp, self.provider_name)
+        try:
+            return JobHandle(provider=self.provider_name, job_id=body["request_id"], status_url=body["status_url"],
+                             result_url=body["response_url"], extra={"cancel_url": body.get("cancel_url")})
+        except KeyError as exc:
+            raise Transient(f"fal: submit answer lacks {exc}", provider=self.provider_name) from exc
+
+    async def status(self, handle: JobHandle) -> JobStatus:
+        resp = await send(self.provider_name, "GET", f"{handle.status_url}?logs=1", headers=self._headers(),
+                          timeout_s=self.request_timeout_s)
+        body = json_of(resp, self.provider_name)
+        state = body.get("status")
+        if resp.status_code == 202 or state in ("IN_QUEUE", "IN_PROGRESS"):
+            return JobStatus(state=JobState.queued if state == "IN_QUEUE" else JobState.running)
+        if state == "COMPLETED":
+            if body.get("error"):
+                return JobStatus(state=JobState.failed, error=f"{body.get('error_type') or 'error'}: {body['error']}")
+            return JobStatus(state=JobState.succeeded)
+        raise Transient(f"fal: unknown status {state!r}", provider=self.provider_name)
+
+    async def fetch(self, handle: JobHandle) -> list[bytes]:
+        resp = await send(self.provider_name, "GET", handle.result_url or "", headers=self._headers(),
+                          timeout_s=self.request_timeout_s)
+        body = json_of(resp, self.provider_name)
+        nsfw = body.get("has_nsfw_concepts") or []
+        if nsfw and all(nsfw):
+            raise Rejected("fal: every output was flagged by the safety checker (has_nsfw_concepts)",
+                           provider=self.provider_name)
+        return [await download(self.provider_name, img["url"], timeout_s=self.request_timeout_s)
+                for img in body.get("images", [])]
+
+    def verify_webhook(self, headers: dict[str, str], body: bytes, *, now: float | None = None) -> JobEvent:
+        h = {k.lower(): v for k, v in headers.items()}
+        rid, uid = h.get("x-fal-webhook-request-id"), h.get("x-fal-webhook-user-id")
+        ts, sig = h.get("x-fal-webhook-timestamp"), h.get("x-fal-webhook-signature")
+        if not (rid and uid and ts and sig):
+            raise Rejected("webhook lacks the X-Fal-Webhook-Request-Id/-User-Id/-Timestamp/-Signature headers",
+                           provider=self.provider_name)
+        try:
+            age = abs((now if now is not None else time.time()) - int(ts))
+            signature = bytes.fromhex(sig)
+        except ValueError:
+            raise Rejected("webhook timestamp or signature is malformed", provider=self.provider_name) from None
+        if age > self.webhook_tolerance_s:
+            raise Rejected(f"webhook timestamp is {age:.0f}s old (tolerance {self.webhook_tolerance_s:.0f}s): replayed",
+                           provider=self.provider_name)
+        message = "\n".join([rid, uid, ts, hashlib.sha256(body).hexdigest()]).encode()
+        if not self._signed_by_jwks(signature, message):
+            raise Rejected("webhook signature does not match any key of the JWKS", provider=self.provider_name)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise Rejected("webhook body is not JSON", provider=self.provider_name) from None
+        if doc.get("request_id") != rid:
+            raise Rejected("webhook body's request_id differs from the signed header", provider=self.provider_name)
+        ok = doc.get("status") == "OK"
+        payload = doc.get("payload") or {}
+        outputs = [img.get("url") for img in payload.get("images", [])] if ok and isinstance(payload, dict) else []
+        error = None if ok else f"{doc.get('error') or 'error'}: {json.dumps(payload)[:300]}"
+        return JobEvent(provider=self.provider_name, job_id=rid, state=JobState.succeeded if ok else JobState.failed,
+                        outputs=[u for u in outputs if u], error=error, delivery_id=f"{rid}:{doc.get('status')}")
+
+    def _signed_by_jwks(self, signature: bytes, message: bytes) -> bool:
+        for refresh in (False, True):  # a key rotation shows up as a miss on the cached set
+            for key in jwks_keys(self.jwks_url, timeout_s=min(10.0, self.request_timeout_s), refresh=refresh):
+                try:
+                    key.verify(signature, message)
+                    return True
+                except InvalidSignature:
+                    continue
+        return False

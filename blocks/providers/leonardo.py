@@ -1,0 +1,188 @@
+"""LeonardoProvider: image-to-image through Leonardo.ai's REST v1 API.
+
+Wire format (reference/providers.md §5), three steps per job:
+1. `POST /init-image {"extension": "png"}` → a presigned S3 form (`fields` is a
+   JSON *string*), valid for two minutes;
+2. `POST <url>` multipart: every field, then the `file` part — without our
+   Authorization header (S3 refuses a second auth mechanism); 204 = stored;
+3. `POST /generations` with `modelId`, `init_image_id`, `init_strength`, … →
+   `sdGenerationJob.generationId`; poll `GET /generations/{id}`.
+
+`init_strength` is inverted relative to ours (high keeps the source) and limited
+to 0.1–0.9, so `init_strength = 1 − strength`, clamped (with a warning). The
+webhook is configured once per production API key, not per request; it carries
+the key's "webhook callback API key" as a bearer token and no signature, so the
+token check (constant-time) and the body's timestamp are all there is to verify.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import logging
+import time
+from typing import Any, ClassVar
+
+from PIL import Image
+from pydantic import Field, SecretStr
+
+from blocks.providers.hosted import HostedProvider
+from blocks.providers.http import download, json_of, prepare_source, read_source, send
+from models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
+
+logger = logging.getLogger("brandforge.providers")
+_STATES = {"PENDING": JobState.running, "COMPLETE": JobState.succeeded, "FAILED": JobState.failed}
+
+
+def _clamp(value: float, lo: float, hi: float, field: str, notes: list[str]) -> float:
+    if value < lo or value > hi:
+        clamped = min(hi, max(lo, value))
+        notes.append(f"{field} {value:g} is outside Leonardo's {lo:g}–{hi:g}; sending {clamped:g}")
+        return clamped
+    return value
+
+
+class LeonardoProvider(HostedProvider):
+    """Leonardo.ai generations with an uploaded init image; polling and bearer-token webhooks."""
+
+    _block_type_name = "Brandforge Leonardo"
+    _block_type_slug = "brandforge-leonardo"
+    _description = "Image-to-image on Leonardo.ai (presigned init-image upload, generations, webhooks)."
+
+    provider_name: ClassVar[str] = "leonardo"
+    supports_webhooks: ClassVar[bool] = True
+    unsupported_fields: ClassVar[dict[str, str]] = {
+        "prompt_2": "Leonardo takes one prompt",
+        "image_guidance_scale": "only InstructPix2Pix pipelines have it",
+    }
+
+    base_url: str = "https://cloud.leonardo.ai/api/rest/v1"
+    model: str = Field("b24e16ff-06e3-43eb-8d33-4416c2d75876", description="Leonardo modelId (a UUID).")
+    webhook_url: str | None = Field(
+        None, description="The gateway URL registered with this API key (Leonardo sets it per key, not per request); "
+        "when set, the generation task also listens for the relayed event.")
+    webhook_callback_api_key: SecretStr = Field(SecretStr(""), description="The key's webhook callback API key.")
+    webhook_tolerance_s: float = Field(300.0, gt=0, description="Oldest webhook timestamp accepted.")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra generation fields (alchemy, presetStyle, …).")
+    requests_per_minute: int = 100  # /generations' own limit
+    max_concurrent_jobs: int = 10
+    price_per_image_usd: float = 0.01
+
+    def _headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token()}", "accept": "application/json"}
+
+    def target_size(self, request: GenerationRequest) -> tuple[int, int]:
+        """Width/height Leonardo accepts (multiples of 8, 32–1536), keeping the asked or the source's shape."""
+        if request.width and request.height:
+            w, h = request.width, request.height
+        else:
+            src = Image.open(io.BytesIO(read_source(request.source_image, provider=self.provider_name)))
+            w, h = src.size
+            if request.width:
+                w, h = request.width, round(h * request.width / w)
+            elif request.height:
+                w, h = round(w * request.height / h), request.height
+        scale = min(1.0, 1536 / max(w, h))
+        return (max(32, int(w * scale) // 8 * 8), max(32, int(h * scale) // 8 * 8))
+
+    def generation_body(self, request: GenerationRequest, init_image_id: str, size: tuple[int, int]) -> dict[str, Any]:
+        notes: list[str] = []
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "modelId": self.model,
+            "init_image_id": init_image_id,
+            "init_strength": round(_clamp(1.0 - request.strength, 0.1, 0.9, "init_strength (1 - strength)", notes), 4),
+            "negative_prompt": request.negative_prompt,
+            "guidance_scale": _clamp(request.guidance_scale, 1, 20, "guidance_scale", notes),
+            "num_inference_steps": int(_clamp(request.steps, 10, 60, "steps", notes)),
+            "num_images": request.batch_size,
+            "width": size[0],
+            "height": size[1],
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.batch_size > 4 and max(size) > 768:
+            raise Rejected(f"batch_size must be at most 4 on Leonardo when a side is over 768 px (got {request.batch_size} "
+                           f"at {size[0]}x{size[1]})", provider=self.provider_name)
+        for note in notes:
+            if self.refuse_unsupported:
+                raise Rejected(note, provider=self.provider_name)
+            logger.warning("leonardo: %s", note)
+        return {**body, **self.extra_body}
+
+    async def upload_init_image(self, png: bytes) -> str:
+        root = self.base_url.rstrip("/")
+        resp = await send(self.provider_name, "POST", f"{root}/init-image", json={"extension": "png"},
+                          headers=self._headers(), timeout_s=self.request_timeout_s)
+        upload = json_of(resp, self.provider_name).get("uploadInitImage") or {}
+        try:
+            fields = json.loads(upload["fields"])  # a JSON string inside the JSON answer
+            url, init_id = upload["url"], upload["id"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Transient(f"leonardo: init-image answer is not a presigned upload ({exc})", provider=self.provider_name) from exc
+        # No Authorization header here: S3 refuses a request with two auth mechanisms.
+        await send(self.provider_name, "POST", url, data=fields, files={"file": ("source.png", png, "image/png")},
+                   timeout_s=self.request_timeout_s)
+        return init_id
+
+    async def submit(self, request: GenerationRequest) -> JobHandle:
+        self.check_supported(request)
+        size = self.target_size(request)
+        resized = request.model_copy(update={"width": size[0], "height": size[1]}) if size[0] >= 64 and size[1] >= 64 else request
+        png = prepare_source(resized, provider=self.provider_name, fit_to_request=True)
+        init_id = await self.upload_init_image(png)
+        resp = await send(self.provider_name, "POST", f"{self.base_url.rstrip('/')}/generations",
+                          json=self.generation_body(request, init_id, size), headers=self._headers(),
+                          timeout_s=self.request_timeout_s)
+        job = json_of(resp, self.provider_name).get("sdGenerationJob") or {}
+        if not job.get("generationId"):
+            raise Transient("leonardo: generation answer lacks sdGenerationJob.generationId", provider=self.provider_name)
+        return JobHandle(provider=self.provider_name, job_id=job["generationId"],
+                         status_url=f"{self.base_url.rstrip('/')}/generations/{job['generationId']}",
+                         extra={"init_image_id": init_id, "api_credit_cost": job.get("apiCreditCost")})
+
+    async def _generation(self, handle: JobHandle) -> dict[str, Any]:
+        resp = await send(self.provider_name, "GET", handle.status_url or "", headers=self._headers(),
+                          timeout_s=self.request_timeout_s)
+        gen = json_of(resp, self.provider_name).get("generations_by_pk")
+        if gen is None:
+            raise Rejected(f"leonardo: generation {handle.job_id} not found", provider=self.provider_name)
+        return gen
+
+    async def status(self, handle: JobHandle) -> JobStatus:
+        gen = await self._generation(handle)
+        state = _STATES.get(gen.get("status", ""), JobState.running)
+        return JobStatus(state=state, error="generation FAILED" if state == JobState.failed else None,
+                         outputs=[i["url"] for i in gen.get("generated_images") or []])
+
+    async def fetch(self, handle: JobHandle) -> list[bytes]:
+        gen = await self._generation(handle)
+        if gen.get("status") != "COMPLETE":
+            raise Transient(f"leonardo: generation {handle.job_id} is {gen.get('status')}", provider=self.provider_name)
+        return [await download(self.provider_name, img["url"], timeout_s=self.request_timeout_s)
+                for img in gen.get("generated_images") or []]
+
+    def verify_webhook(self, headers: dict[str, str], body: bytes, *, now: float | None = None) -> JobEvent:
+        h = {k.lower(): v for k, v in headers.items()}
+        expected = self.webhook_callback_api_key.get_secret_value()
+        got = h.get("authorization", "")
+        if not expected or not hmac.compare_digest(got.encode(), f"Bearer {expected}".encode()):
+            raise Rejected("webhook authorization does not carry this key's webhook callback API key",
+                           provider=self.provider_name)
+        try:
+            doc = json.loads(body)
+            obj = doc["data"]["object"]
+        except (ValueError, KeyError, TypeError):
+            raise Rejected("webhook body is not a Leonardo generation event", provider=self.provider_name) from None
+        sent = doc.get("timestamp")
+        if isinstance(sent, (int, float)):
+            age = abs((now if now is not None else time.time()) - sent / 1000)
+            if age > self.webhook_tolerance_s:
+                raise Rejected(f"webhook timestamp is {age:.0f}s old (tolerance {self.webhook_tolerance_s:.0f}s): replayed",
+                               provider=self.provider_name)
+        state = _STATES.get(obj.get("status", ""), JobState.running)
+        return JobEvent(provider=self.provider_name, job_id=obj["id"], state=state,
+                        outputs=[i["url"] for i in obj.get("images") or [] if i.get("url")],
+                        error="generation FAILED" if state == JobState.failed else None,
+                        delivery_id=f"{obj['id']}:{obj.get('status')}")

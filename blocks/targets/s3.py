@@ -1,0 +1,159 @@
+"""S3Target: publish images to an S3 bucket (prefect-aws `S3Bucket`), exactly once.
+
+The object key follows a layout (client / format / asset key by default), the
+object carries its content type and cache headers, and its metadata carries the
+generation key. Because the key is derived from the generation key, a retry or
+rerun finds the object with a HEAD request and does not upload again; an
+object at the same key from another generation is replaced (the layout then
+has no generation key in it, which means "the current image of this asset").
+
+boto3 is synchronous: calls run in a worker thread so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import string
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from prefect_aws import S3Bucket
+from pydantic import Field, field_validator
+
+from blocks.targets.base import PublishTarget
+from models import PublishError, PublishItem, PublishReceipt
+
+LAYOUT_SLOTS = {"client", "format", "asset_key", "generation_key", "name", "recipe", "ext"}
+_RETRYABLE_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling", "ThrottlingException"}
+_HINTS = {
+    "NoSuchBucket": "the bucket does not exist; check bucket_name",
+    "AccessDenied": "the credentials may not write there; check the IAM policy",
+    "InvalidAccessKeyId": "the access key is unknown; check the AwsCredentials block",
+    "SignatureDoesNotMatch": "the secret key is wrong; check the AwsCredentials block",
+    "EntityTooLarge": "the file is larger than the bucket accepts",
+}
+
+
+def _format_of(item: PublishItem) -> str:
+    subtype = item.content_type.split("/", 1)[-1].split(";")[0].strip().lower()
+    return {"jpg": "jpeg", "svg+xml": "svg"}.get(subtype, subtype) or "bin"
+
+
+class S3Target(PublishTarget):
+    """An S3 bucket (or any S3-compatible store) as a publish target."""
+
+    _block_type_name = "Brandforge S3 Target"
+    _block_type_slug = "brandforge-s3-target"
+    _description = "Publishes images to an S3 bucket with a key layout, cache headers and the generation key as metadata."
+
+    target_name: ClassVar[str] = "s3"
+
+    bucket: S3Bucket = Field(description="prefect-aws S3Bucket (its bucket_folder prefixes every key).")
+    key_layout: str = Field(
+        "{client}/{format}/{asset_key:.16}-{generation_key:.12}.{ext}",
+        description="Object key; slots: {client} {format} {asset_key} {generation_key} {name} {recipe} {ext}.",
+    )
+    cache_control: str = Field("public, max-age=31536000, immutable", description="Cache-Control header of every object.")
+    public_base_url: str | None = Field(None, description="CDN or website address of the bucket; URLs are s3:// without it.")
+
+    @field_validator("key_layout")
+    @classmethod
+    def _layout(cls, v: str) -> str:
+        try:
+            slots = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"key_layout is not a valid template: {exc}") from exc
+        unknown = slots - LAYOUT_SLOTS
+        if unknown:
+            raise ValueError(f"key_layout uses unknown slots {sorted(unknown)}; allowed: {sorted(LAYOUT_SLOTS)}")
+        if not slots & {"generation_key", "asset_key", "name"}:
+            raise ValueError("key_layout must contain {generation_key}, {asset_key} or {name}, or every image lands on one key")
+        return v
+
+    def object_key(self, item: PublishItem) -> str:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(item.name).stem).strip("-") or "image"
+        key = self.key_layout.format(
+            client=item.client, format=_format_of(item), asset_key=item.source_key or item.generation_key,
+            generation_key=item.generation_key, name=slug, recipe=str(item.params.get("recipe") or "default"),
+            ext=Path(item.image_path).suffix.lstrip(".").lower() or _format_of(item),
+        )
+        folder = (self.bucket.bucket_folder or "").strip("/")
+        return f"{folder}/{key}" if folder else key
+
+    def _url(self, key: str) -> str:
+        if self.public_base_url:
+            return f"{self.public_base_url.rstrip('/')}/{quote(key)}"
+        return f"s3://{self.bucket.bucket_name}/{key}"
+
+    def _error(self, what: str, exc: Exception) -> PublishError:
+        where = f"s3://{self.bucket.bucket_name}"
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            retryable = code in _RETRYABLE_CODES or (status or 0) >= 500
+            hint = _HINTS.get(code, "")
+            return PublishError(
+                f"S3 answered {status} {code} to {what} in {where}" + (f" ({hint})" if hint else ""),
+                retryable=retryable, status_code=status,
+            )
+        retryable = isinstance(exc, (EndpointConnectionError, BotoCoreError, ConnectionError, TimeoutError))
+        return PublishError(f"S3 {what} in {where} failed: {type(exc).__name__}: {exc}", retryable=retryable)
+
+    async def _head(self, key: str) -> dict[str, Any] | None:
+        client = self.bucket.credentials.get_s3_client()
+        try:
+            return await asyncio.to_thread(client.head_object, Bucket=self.bucket.bucket_name, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._error("the lookup", exc) from exc
+        except Exception as exc:  # noqa: BLE001 - classified into retryable or not
+            raise self._error("the lookup", exc) from exc
+
+    def _receipt(self, key: str, head: dict[str, Any], already_existed: bool) -> PublishReceipt:
+        return PublishReceipt(
+            target=self.target_name, url=self._url(key), already_existed=already_existed,
+            remote_ids={
+                "bucket": self.bucket.bucket_name, "key": key, "etag": str(head.get("ETag", "")).strip('"'),
+                "version_id": head.get("VersionId"),
+            },
+        )
+
+    async def find_existing(self, item: PublishItem) -> PublishReceipt | None:
+        key = self.object_key(item)
+        head = await self._head(key)
+        if head and head.get("Metadata", {}).get("generation-key") == item.generation_key:
+            return self._receipt(key, head, already_existed=True)
+        return None
+
+    async def publish(self, item: PublishItem) -> PublishReceipt:
+        existing = await self.find_existing(item)
+        if existing:
+            return existing
+        key = self.object_key(item)
+        # S3 metadata travels as HTTP headers: ASCII only.
+        metadata = {
+            "generation-key": item.generation_key,
+            "source-uri": quote(item.source_uri, safe=":/@"),
+            "client": item.client,
+        }
+        if item.source_key:
+            metadata["source-key"] = item.source_key
+        if item.params.get("recipe"):
+            metadata["recipe"] = quote(str(item.params["recipe"]), safe="")
+        try:
+            body = Path(item.image_path).read_bytes()
+        except OSError as exc:
+            raise PublishError(f"cannot read the image to publish {item.image_path!r}: {exc}") from exc
+        client = self.bucket.credentials.get_s3_client()
+        try:
+            put = await asyncio.to_thread(
+                client.put_object, Bucket=self.bucket.bucket_name, Key=key, Body=body,
+                ContentType=item.content_type, CacheControl=self.cache_control, Metadata=metadata,
+            )
+        except Exception as exc:  # noqa: BLE001 - classified into retryable or not
+            raise self._error("the upload", exc) from exc
+        return self._receipt(key, put, already_existed=False)

@@ -1,0 +1,199 @@
+"""StrapiSite: publish to a Strapi v4 or v5 collection through its REST API, exactly once.
+
+`POST /api/upload` puts the image into the media library (multipart `files`
+plus a `fileInfo` JSON with name, alternative text and caption), then
+`POST /api/<collection>` creates an entry whose media field holds the file's
+numeric id (v5 as v4: media links use `id`, not `documentId`). The entry has a
+text field holding the generation key, so a lookup with
+`filters[<key_field>][$eq]=<key>` tells whether the publish is done; a file
+whose name carries the key but no entry means a run died between upload and
+entry, and only the entry is created. Auth is an API token (Settings → API
+Tokens) sent as a Bearer token; it needs create/find on the collection and on
+the upload plugin.
+
+v4 wraps entry fields in `attributes` (`{data: {id, attributes: {...}}}`); v5
+returns them flat with a `documentId`. Both shapes are read here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import Field, SecretStr, field_validator
+
+from blocks.targets.base import PublishTarget
+from blocks.targets.http_errors import status_error, transport_error
+from models import PublishError, PublishItem, PublishReceipt
+
+
+def strapi_file_name(item: PublishItem) -> str:
+    """The media library name of an item's file: it carries the key so a half-done publish is found."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(item.name).stem).strip("-") or "image"
+    return f"{stem[:80]}-{item.generation_key[:16]}{Path(item.image_path).suffix.lower() or '.jpg'}"
+
+
+class StrapiSite(PublishTarget):
+    """A Strapi (v4 or v5) collection type with a media field, as a publish target."""
+
+    _block_type_name = "Brandforge Strapi Site"
+    _block_type_slug = "brandforge-strapi-site"
+    _description = "Publishes to a Strapi v4/v5 collection over REST (API token), exactly once per generation key."
+
+    target_name: ClassVar[str] = "strapi"
+
+    url: str = Field(description="Strapi address, e.g. https://cms.example.com (without /api).")
+    api_token: SecretStr = Field(description="API token with create/find on the collection and the upload plugin.")
+    version: Literal["v4", "v5"] = Field("v5", description="Strapi major version: v4 nests fields in attributes, v5 does not.")
+    collection: str = Field("articles", description="Plural API id of the collection type, e.g. articles or products.")
+    media_field: str = Field("cover", description="Single-media field of the collection that receives the image.")
+    title_field: str | None = Field("title", description="Text field that receives the title; null to leave it out.")
+    key_field: str = Field("generation_key", description="Text field (unique recommended) that holds brandforge's generation key.")
+    extra_fields: dict[str, Any] = Field(default_factory=dict, description="Fixed values added to every entry.")
+    timeout_seconds: float = Field(30.0, gt=0, description="Per-request timeout.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/]+", v or ""):
+            raise ValueError(f"url must be Strapi's http:// or https:// address (got {v!r})")
+        return v.rstrip("/").removesuffix("/api")
+
+    @field_validator("collection", "media_field", "key_field")
+    @classmethod
+    def _ident(cls, v: str, info: Any) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", v or ""):
+            raise ValueError(f"{info.field_name} must be a Strapi API id (letters, digits, - and _; got {v!r})")
+        return v
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    def _client(self) -> httpx.AsyncClient:
+        # One client per call: an AsyncClient is bound to the event loop it first ran on.
+        return httpx.AsyncClient(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.api_token.get_secret_value()}", "User-Agent": "brandforge"},
+            timeout=httpx.Timeout(self.timeout_seconds),
+        )
+
+    async def _call(self, client: httpx.AsyncClient, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        try:
+            response = await client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise transport_error("Strapi", what, self.url, exc, self.timeout_seconds) from exc
+        if response.status_code >= 400:
+            hint = None
+            if response.status_code == 404 and path.startswith(f"/api/{self.collection}"):
+                hint = f"collection {self.collection!r} has no REST route; use the plural API id of a collection type"
+            elif response.status_code == 400 and self.key_field in response.text:
+                hint = f"the collection needs a text field named {self.key_field!r} (key_field)"
+            raise status_error("Strapi", what, response, hint=hint)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise PublishError(f"Strapi at {self.url} did not answer {what} with JSON", status_code=response.status_code) from exc
+
+    def _fields(self, entry: dict[str, Any]) -> dict[str, Any]:
+        if self.version == "v4":
+            return {"id": entry.get("id"), **(entry.get("attributes") or {})}
+        return entry
+
+    def _media(self, value: Any) -> dict[str, Any] | None:
+        """A populated single-media field, in either version's shape."""
+        if self.version == "v4" and isinstance(value, dict) and "data" in value:
+            value = value["data"]
+            if isinstance(value, dict):
+                value = {"id": value.get("id"), **(value.get("attributes") or {})}
+        return value if isinstance(value, dict) else None
+
+    def _absolute(self, url: str | None) -> str | None:
+        # The local upload provider answers with paths (/uploads/x.jpg); S3 providers with URLs.
+        if url and url.startswith("/"):
+            return f"{self.url}{url}"
+        return url
+
+    def _receipt(self, entry: dict[str, Any], media: dict[str, Any] | None, *, already_existed: bool, media_reused: bool = False) -> PublishReceipt:
+        fields = self._fields(entry)
+        doc = fields.get("documentId") or fields.get("id")
+        media_url = self._absolute((media or {}).get("url"))
+        return PublishReceipt(
+            target=self.target_name,
+            url=media_url or f"{self.url}/api/{self.collection}/{doc}",
+            already_existed=already_existed,
+            remote_ids={
+                "site": self.url, "version": self.version, "collection": self.collection, "entry_id": fields.get("id"),
+                "document_id": fields.get("documentId"), "entry_url": f"{self.url}/api/{self.collection}/{doc}",
+                "file_id": (media or {}).get("id"), "media_url": media_url, "media_reused": media_reused,
+            },
+        )
+
+    # ------------------------------------------------------------------ lookups
+
+    async def _find_entry(self, client: httpx.AsyncClient, key: str) -> dict[str, Any] | None:
+        params = {f"filters[{self.key_field}][$eq]": key, "populate": self.media_field, "pagination[pageSize]": 5}
+        body = await self._call(client, "GET", f"/api/{self.collection}", f"the {self.collection} lookup", params=params)
+        entries = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise PublishError(f"Strapi answered the {self.collection} lookup without a data list; is version {self.version!r} right?")
+        matching = [e for e in entries if self._fields(e).get(self.key_field) == key]
+        if entries and not matching:
+            # The filter was ignored (unknown field): trusting the answer could publish twice.
+            raise PublishError(f"Strapi ignored the filter on {self.key_field!r}; the collection needs that text field (key_field)")
+        return min(matching, key=lambda e: e.get("id") or 0) if matching else None
+
+    async def _find_file(self, client: httpx.AsyncClient, name: str) -> dict[str, Any] | None:
+        files = await self._call(client, "GET", "/api/upload/files", "the media lookup", params={"filters[name][$eq]": name})
+        if not isinstance(files, list):
+            raise PublishError("Strapi answered the media lookup without a list of files")
+        matching = [f for f in files if f.get("name") == name]
+        return min(matching, key=lambda f: f.get("id") or 0) if matching else None
+
+    async def find_existing(self, item: PublishItem) -> PublishReceipt | None:
+        async with self._client() as client:
+            entry = await self._find_entry(client, item.generation_key)
+        if entry is None:
+            return None
+        return self._receipt(entry, self._media(self._fields(entry).get(self.media_field)), already_existed=True)
+
+    # ------------------------------------------------------------------ publish
+
+    async def publish(self, item: PublishItem) -> PublishReceipt:
+        async with self._client() as client:
+            entry = await self._find_entry(client, item.generation_key)
+            if entry is not None:
+                return self._receipt(entry, self._media(self._fields(entry).get(self.media_field)), already_existed=True)
+            name = strapi_file_name(item)
+            media = await self._find_file(client, name)
+            reused = media is not None
+            if media is None:
+                media = await self._upload(client, item, name)
+            data = {**self.extra_fields, self.key_field: item.generation_key, self.media_field: media["id"]}
+            if self.title_field:
+                data[self.title_field] = item.title or Path(item.name).stem
+            try:
+                body = await self._call(client, "POST", f"/api/{self.collection}", f"creating the {self.collection} entry", json={"data": data})
+            except PublishError as exc:
+                # With key_field marked unique (recommended), a concurrent publish that won the
+                # race makes ours a 400: its entry is the one to report.
+                winner = await self._find_entry(client, item.generation_key) if exc.status_code == 400 else None
+                if winner is None:
+                    raise
+                return self._receipt(winner, self._media(self._fields(winner).get(self.media_field)), already_existed=True)
+            return self._receipt(body["data"], media, already_existed=False, media_reused=reused)
+
+    async def _upload(self, client: httpx.AsyncClient, item: PublishItem, name: str) -> dict[str, Any]:
+        try:
+            data = Path(item.image_path).read_bytes()
+        except OSError as exc:
+            raise PublishError(f"cannot read the image to publish {item.image_path!r}: {exc}") from exc
+        info = {"name": name, "alternativeText": item.alt_text[:500], "caption": f"brandforge {item.generation_key}"}
+        files = await self._call(
+            client, "POST", "/api/upload", "the media upload",
+            files={"files": (name, data, item.content_type)}, data={"fileInfo": json.dumps(info)},
+        )
+        if not isinstance(files, list) or not files or "id" not in files[0]:
+            raise PublishError("Strapi answered the upload without the uploaded file")
+        return files[0]

@@ -1,0 +1,113 @@
+"""The `brandforge` command: audit one published image, export the ledger for compliance.
+
+    brandforge audit <published URL | generation key | ledger row id | remote id> [--artifact]
+    brandforge export --since 2026-11-01 --until 2026-12-01 --format csv > november.csv
+
+Both read the ledger only (never a CMS, never a secret). The ledger is the one
+at `--ledger` (a SQLAlchemy URL), else the one of client profile `--client`
+(needs the Prefect API), else `$BRANDFORGE_LEDGER_URL`, else the default
+`sqlite:///.brandforge/ledger.db` that `make run` writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from datetime import date, datetime, time, timedelta, timezone
+from typing import TextIO
+
+from blocks.ledger import Ledger
+from flows.audit import artifact_key, audit_image, render_lineage
+from models import LedgerEntry
+
+EXPORT_COLUMNS = ["id", *LedgerEntry.model_fields]
+
+
+def parse_when(value: str, *, end: bool = False) -> datetime:
+    """A date (YYYY-MM-DD, whole day; as --until the day is included) or an ISO timestamp; naive means UTC."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            when = datetime.combine(day + timedelta(days=1) if end else day, time.min)
+        else:
+            when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD) or ISO timestamp (YYYY-MM-DDTHH:MM[:SS][+HH:MM])") from exc
+    # The ledger stores UTC (SQLite keeps no offset): compare in UTC.
+    return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def resolve_ledger(args: argparse.Namespace) -> Ledger:
+    if args.ledger:
+        return Ledger(url=args.ledger)
+    if args.client:
+        from blocks.client_profile import ClientProfile
+
+        return ClientProfile.load(args.client).ledger
+    return Ledger(url=os.environ.get("BRANDFORGE_LEDGER_URL") or Ledger().url)
+
+
+def export_rows(rows: list[tuple[int, LedgerEntry]], fmt: str, out: TextIO) -> None:
+    records = [{"id": row_id, **entry.model_dump(mode="json")} for row_id, entry in rows]
+    if fmt == "json":
+        json.dump(records, out, indent=2, sort_keys=False)
+        out.write("\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for record in records:
+        # Nested values as JSON text: one row per ledger row, readable by any spreadsheet.
+        writer.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in record.items()})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brandforge", description="Audit and export brandforge's ledger.")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--ledger", help="SQLAlchemy URL of the ledger (default: $BRANDFORGE_LEDGER_URL or sqlite:///.brandforge/ledger.db)")
+    where.add_argument("--client", help="use the ledger of this client's saved ClientProfile block")
+    sub = parser.add_subparsers(dest="command", required=True)
+    audit = sub.add_parser("audit", parents=[where], help="print the full lineage of one published image")
+    audit.add_argument("ref", help="published URL, generation key (or 8+ character prefix), ledger row id, or a target's remote id/URL")
+    audit.add_argument("--artifact", action="store_true", help="also store the lineage as a Prefect markdown artifact (audit-<key>)")
+    export = sub.add_parser("export", parents=[where], help="export ledger rows of a date range as CSV or JSON")
+    export.add_argument("--since", type=parse_when, help="first day or instant included (UTC unless an offset is given)")
+    export.add_argument("--until", type=lambda v: parse_when(v, end=True), help="last day included, or an instant excluded")
+    export.add_argument("--format", choices=["csv", "json"], default="csv", help="csv (default) or json")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.add_argument("--filter-client", dest="only_client", help="only rows of this client id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ledger = resolve_ledger(args)
+    if args.command == "audit":
+        rows = ledger.lineage(args.ref)
+        if not rows:
+            print(f"brandforge audit: nothing in the ledger at {ledger.url} matches {args.ref!r} "
+                  "(give a published URL, a generation key, a ledger row id or a remote id)", file=sys.stderr)
+            return 1
+        if args.artifact:
+            print(audit_image(args.ref, ledger.url))
+            print(f"\nPrefect artifact: {artifact_key(rows)}", file=sys.stderr)
+        else:
+            print(render_lineage(rows))
+        return 0
+    if args.since and args.until and args.until <= args.since:
+        print(f"brandforge export: --until ({args.until:%Y-%m-%d %H:%M}) must be after --since ({args.since:%Y-%m-%d %H:%M})", file=sys.stderr)
+        return 2
+    rows = ledger.rows(client=args.only_client, since=args.since, until=args.until)
+    if args.output:
+        with open(args.output, "w", newline="") as out:
+            export_rows(rows, args.format, out)
+        print(f"brandforge export: {len(rows)} rows written to {args.output}", file=sys.stderr)
+    else:
+        export_rows(rows, args.format, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""What every fake provider shares: knobs, jobs, faults, rate limit, webhooks, a uvicorn runner.
+
+A fake is a Starlette app that speaks one provider's wire format on 127.0.0.1.
+The local engine's `render_variant` draws the pixels, so outputs are real,
+decodable, seeded images. Knobs (all per fake instance, changeable mid-test):
+
+- `latency_s`: how long a job takes before it is done;
+- `rate_limit_rpm` / `rate_limit_burst`: a server-side token bucket on the
+  job-creating endpoint; over it the fake answers 429 (with Retry-After unless
+  `send_retry_after` is false) and counts it in `stats["429"]`;
+- `faults`: a queue consumed one per API request: "429", "500", "503",
+  "timeout" (hangs `hang_s`), "malformed" (a truncated JSON body);
+  `output_faults`: consumed one per output download: "corrupt", "500";
+- `error_rate_5xx`, `timeout_rate`, `malformed_rate`, `corrupt_rate`: the same
+  faults at random (seeded), for benchmarks;
+- `content_filter_word`: a prompt containing it is refused the provider's way;
+- `webhook`: "on_time", "late", "duplicate", "lost" or "forged".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import httpx
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from blocks.providers.local_engine import render_variant
+from models import GenerationRequest
+
+
+@dataclass
+class Knobs:
+    latency_s: float = 0.05
+    rate_limit_rpm: float | None = None
+    rate_limit_burst: float | None = None
+    send_retry_after: bool = True
+    faults: list[str] = field(default_factory=list)
+    output_faults: list[str] = field(default_factory=list)
+    error_rate_5xx: float = 0.0
+    timeout_rate: float = 0.0
+    malformed_rate: float = 0.0
+    corrupt_rate: float = 0.0
+    hang_s: float = 3.0
+    content_filter_word: str = "forbidden"
+    webhook: str = "on_time"
+    webhook_late_s: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Job:
+    id: str
+    created: float
+    ready_at: float
+    params: dict[str, Any]
+    images: list[bytes] = field(default_factory=list)
+    error: str | None = None
+    webhook: str | None = None
+    canceled: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def done(self) -> bool:
+        return self.canceled or time.monotonic() >= self.ready_at
+
+
+class FakeProvider:
+    """State and helpers shared by the per-provider fakes; subclasses build `self.app`."""
+
+    name = "fake"
+
+    def __init__(self, knobs: Knobs | None = None):
+        self.knobs = knobs or Knobs()
+        self.jobs: dict[str, Job] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.webhooks_sent: list[dict[str, Any]] = []
+        self.stats: dict[str, int] = {"429": 0, "submits": 0, "accepted": 0, "5xx": 0, "polls": 0}
+        self.rng = random.Random(self.knobs.seed)
+        self._tokens: float | None = None
+        self._tokens_at = time.monotonic()
+        self._lock = threading.Lock()
+        self.url = ""  # set by serve()
+        self.app = Starlette(routes=self.routes())
+        self._bg: set[asyncio.Task] = set()
+
+    def routes(self) -> list:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ faults and limits
+
+    def take_token(self) -> float | None:
+        """None when a request may go ahead, else the seconds until a token is free."""
+        rpm = self.knobs.rate_limit_rpm
+        if not rpm:
+            return None
+        rate = rpm / 60.0
+        burst = self.knobs.rate_limit_burst or max(1.0, rate)
+        with self._lock:
+            now = time.monotonic()
+            if self._tokens is None:
+                self._tokens = burst
+            self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
+            self._tokens_at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return None
+            return (1.0 - self._tokens) / rate
+
+    def next_fault(self, *, limited: bool) -> str | None:
+        """The fault to play for this API request, if any (queued first, then random, then the limit)."""
+        if self.knobs.faults:
+            return self.knobs.faults.pop(0)
+        r = self.rng.random()
+        k = self.knobs
+        if r < k.error_rate_5xx:
+            return "500"
+        if r < k.error_rate_5xx + k.timeout_rate:
+            return "timeout"
+        if limited:
+            wait = self.take_token()
+            if wait is not None:
+                return f"429:{wait:.3f}"
+        return None
+
+    async def play_fault(self, fault: str, body_429: dict, retry_after_header: bool = True) -> Response:
+        if fault.startswith("429"):
+            self.stats["429"] += 1
+            wait = float(fault.split(":")[1]) if ":" in fault else 1.0
+            headers = {}
+            if self.knobs.send_retry_after and retry_after_header:
+                headers["Retry-After"] = str(max(1, round(wait + 0.499)) if wait >= 1 else round(wait, 3))
+            return JSONResponse(body_429, status_code=429, headers=headers)
+        if fault == "timeout":
+            await asyncio.sleep(self.knobs.hang_s)
+            self.stats["5xx"] += 1
+            return JSONResponse({"detail": "upstream timed out"}, status_code=504)
+        if fault == "malformed":
+            return Response('{"id": "trunc', status_code=200, media_type="application/json")
+        self.stats["5xx"] += 1
+        code = int(fault) if fault.isdigit() else 500
+        return JSONResponse({"detail": "Internal server error"}, status_code=code)
+
+    def malformed_now(self) -> bool:
+        return self.rng.random() < self.knobs.malformed_rate
+
+    def output_bytes(self, data: bytes) -> bytes | int:
+        """An output as served: the bytes, corrupted bytes, or a status code to answer with."""
+        if self.knobs.output_faults:
+            fault = self.knobs.output_faults.pop(0)
+            if fault == "corrupt":
+                return data[: len(data) // 3] + b"\x00garbage"
+            return int(fault)
+        if self.rng.random() < self.knobs.corrupt_rate:
+            return data[: len(data) // 3] + b"\x00garbage"
+        return data
+
+    # ------------------------------------------------------------------ jobs and pixels
+
+    def new_job(self, params: dict[str, Any], *, source: bytes | None, request: GenerationRequest | None,
+                count: int, webhook: str | None = None, job_id: str | None = None) -> Job:
+        now = time.monotonic()
+        job = Job(id=job_id or uuid.uuid4().hex[:26], created=now, ready_at=now + self.knobs.latency_s,
+                  params=params, webhook=webhook)
+        prompt = (request.prompt if request else "") or ""
+        if self.knobs.content_filter_word and self.knobs.content_filter_word in prompt.lower():
+            job.error = "content_filtered"
+        elif source is not None and request is not None:
+            job.images = render(request, source, count)
+        self.jobs[job.id] = job
+        self.stats["accepted"] += 1
+        return job
+
+    def log(self, request: Request, **extra: Any) -> None:
+        self.requests.append({"method": request.method, "path": request.url.path,
+                              "headers": dict(request.headers), **extra})
+
+    # ------------------------------------------------------------------ webhooks
+
+    def deliver_later(self, job: Job, url: str, build: Callable[[Job, bool], tuple[dict[str, str], bytes]]) -> None:
+        """Send the job's completion webhook as the `webhook` knob says. `build(job, forged)`
+        returns the headers and raw body of one delivery."""
+        mode = self.knobs.webhook
+
+        async def run() -> None:
+            await asyncio.sleep(max(0.0, job.ready_at - time.monotonic()))
+            if mode == "lost":
+                self.webhooks_sent.append({"job": job.id, "mode": mode, "status": None})
+                return
+            if mode == "late":
+                await asyncio.sleep(self.knobs.webhook_late_s)
+            headers, body = build(job, mode == "forged")
+            times = 2 if mode == "duplicate" else 1
+            for _ in range(times):
+                status = await post(url, headers, body)
+                self.webhooks_sent.append({"job": job.id, "mode": mode, "status": status, "headers": headers, "body": body})
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+
+async def post(url: str, headers: dict[str, str], body: bytes) -> int | None:
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
+            resp = await client.post(url, content=body, headers={"content-type": "application/json", **headers})
+            return resp.status_code
+    except httpx.HTTPError:
+        return None
+
+
+def render(request: GenerationRequest, source: bytes, count: int) -> list[bytes]:
+    img = Image.open(io.BytesIO(source))
+    img.load()
+    out = []
+    for i in range(count):
+        buf = io.BytesIO()
+        render_variant(request, img, i, []).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def neutral_request(prompt: str, *, strength: float = 0.8, seed: int | None = None, negative: str = "",
+                    guidance: float = 7.5, steps: int = 4, width: int = 0, height: int = 0) -> GenerationRequest:
+    """A GenerationRequest for the renderer from whatever the wire carried (clamped to the contract)."""
+    return GenerationRequest(
+        source_image="fake://", prompt=prompt or "image", negative_prompt=negative or "",
+        strength=min(1.0, max(0.01, float(strength))), seed=None if seed is None else int(seed) % 2**32,
+        guidance_scale=min(15.0, max(0.1, float(guidance))), steps=min(50, max(1, int(steps))),
+        width=width if 64 <= width <= 4096 else 0, height=height if 64 <= height <= 4096 else 0,
+    )
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def fetch_url(url: str) -> bytes:
+    """Bytes behind an input URL (data: URI or an http URL on 127.0.0.1)."""
+    if url.startswith("data:"):
+        return base64.b64decode(url.partition(",")[2])
+    if not url.startswith("http://127.0.0.1"):
+        raise ValueError("fakes only fetch data: URIs and 127.0.0.1 URLs")
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
+        resp = await client.get(url)
+        resp.raise_for_status()
+        return resp.content
+
+
+# --------------------------------------------------------------------------- running
+
+
+class Served:
+    """A uvicorn server on 127.0.0.1 in a thread; `.url`, `.stop()`; a context manager."""
+
+    def __init__(self, app: Any, port: int | None = None):
+        import socket
+
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=1, access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"fake-{port}")
+
+    def start(self) -> "Served":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"server on {self.url} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> "Served":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def serve(fake: FakeProvider) -> Served:
+    served = Served(fake.app)
+    fake.url = served.url
+    return served
+
+
+class WebhookSink:
+    """A receiver that records every delivery (headers lower-cased, raw body)."""
+
+    def __init__(self) -> None:
+        from starlette.routing import Route
+
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self.app = Starlette(routes=[Route("/hook/{name}", self._hook, methods=["POST"])])
+        self.url = ""
+
+    async def _hook(self, request: Request) -> Response:
+        self.deliveries.append(({k.lower(): v for k, v in request.headers.items()}, await request.body()))
+        return Response(status_code=200)
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[dict[str, str], bytes]]:
+        deadline = time.monotonic() + timeout
+        while len(self.deliveries) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return list(self.deliveries)
+
+
+Handler = Callable[[Request], Awaitable[Response]]

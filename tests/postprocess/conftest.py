@@ -1,0 +1,34 @@
+"""Fixtures for the post-processing tests: the fake refiner service and refiner blocks pointed at it."""
+
+from __future__ import annotations
+
+import pytest
+
+from blocks.refiners import ReplicateRefiner, StabilityRefiner
+from tests.fakes.refiners import STABILITY_KEY, TOKEN, FakeRefinerServer
+
+
+@pytest.fixture(scope="module")
+def fake_refiners():
+    with FakeRefinerServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_refiners):
+    """The running fake with its records and injected faults cleared for this test."""
+    s = fake_refiners.state
+    s.calls.clear()
+    s.inputs.clear()
+    s.fail_next.clear()
+    return fake_refiners
+
+
+@pytest.fixture
+def replicate(fake) -> ReplicateRefiner:
+    return ReplicateRefiner(api_token=TOKEN, base_url=fake.url, wait_s=1, poll_interval_s=0.05, timeout_s=10, deadline_s=20)
+
+
+@pytest.fixture
+def stability(fake) -> StabilityRefiner:
+    return StabilityRefiner(api_key=STABILITY_KEY, base_url=fake.url, timeout_s=10)

@@ -1,0 +1,40 @@
+"""Fixtures for the provider conformance suite: a source image, running fakes, a webhook sink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from models import GenerationRequest
+from tests.fakes.base import Served, WebhookSink
+
+
+@pytest.fixture
+def source_png(tmp_path: Path) -> Path:
+    """A 96×64 gradient: small, decodable, not square (catches swapped width/height)."""
+    img = Image.new("RGB", (96, 64))
+    img.putdata([(x * 2, y * 3, 128) for y in range(64) for x in range(96)])
+    path = tmp_path / "source.png"
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def make_request(source_png: Path):
+    def build(**overrides) -> GenerationRequest:
+        fields = dict(source_image=f"file://{source_png}", prompt="watercolour of a red mug", negative_prompt="blurry",
+                      strength=0.7, steps=4, batch_size=1, seed=1234)
+        fields.update(overrides)
+        return GenerationRequest(**fields)
+
+    return build
+
+
+@pytest.fixture
+def webhook_sink():
+    sink = WebhookSink()
+    with Served(sink.app) as served:
+        sink.url = served.url
+        yield sink

@@ -1,0 +1,160 @@
+"""Provider paths that need a real Prefect API: events waking the wait, global limits, block storage."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from prefect import flow
+
+from blocks.providers.replicate import ReplicateProvider
+from models import Rejected
+from tasks.generate import COMPLETED_EVENT, generate_images, run_generation
+from tests.fakes import replicate as fake_replicate
+from tests.fakes.base import Knobs, serve
+
+
+@pytest.fixture
+def replicate(tmp_path, webhook_sink):
+    fake = fake_replicate.FakeReplicate(Knobs(latency_s=0.3, webhook="lost"))
+    with serve(fake):
+        block = ReplicateProvider(
+            base_url=fake.url, api_key=fake_replicate.TOKEN, webhook_secret=fake_replicate.WEBHOOK_SECRET,
+            webhook_url=f"{webhook_sink.url}/hook/replicate", request_timeout_s=2.0, job_dir=str(tmp_path / "jobs"),
+            requests_per_minute=120, max_concurrent_jobs=3, price_per_image_usd=0.01,
+        )
+        yield fake, block
+
+
+def emit_when_done(fake, block, *, times: int = 1) -> threading.Thread:
+    """Play the webhook gateway: once the fake's job is done, emit the completion event (maybe twice)."""
+    from prefect.events import emit_event
+
+    def run() -> None:
+        deadline = time.monotonic() + 30
+        while not (fake.jobs and all(j.done() for j in fake.jobs.values())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for job_id in list(fake.jobs):
+            for _ in range(times):
+                emit_event(event=COMPLETED_EVENT, resource={"prefect.resource.id": block.job_resource_id(job_id)},
+                           payload={"provider": "replicate", "job_id": job_id})
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_completion_event_wakes_the_wait_before_the_next_poll(prefect_server, replicate, make_request):
+    fake, block = replicate
+    thread = emit_when_done(fake, block, times=2)  # duplicated: must still bring the job home once
+    # Polling every 60 s: only the relayed event can end this wait early.
+    handle, images, timings = asyncio.run(run_generation(make_request(), block, poll_every=60, deadline_s=120))
+    thread.join(5)
+    assert len(images) == 1
+    assert timings["events"] >= 1
+    assert fake.stats["accepted"] == 1
+
+
+def test_lost_webhook_still_finishes_by_polling(prefect_server, replicate, make_request):
+    fake, block = replicate
+    _, images, timings = asyncio.run(run_generation(make_request(), block, poll_every=0.2, deadline_s=30))
+    assert len(images) == 1 and timings["events"] == 0 and timings["polls"] >= 2
+
+
+def test_global_limits_are_created_from_the_block(prefect_server, replicate, make_request):
+    from prefect.client.orchestration import get_client
+
+    fake, block = replicate
+    asyncio.run(run_generation(make_request(), block, poll_every=0.2, deadline_s=30, listen=False))
+
+    async def read():
+        async with get_client() as client:
+            return (await client.read_global_concurrency_limit_by_name(block.rate_limit_name),
+                    await client.read_global_concurrency_limit_by_name(block.concurrency_limit_name))
+
+    rate, jobs = asyncio.run(read())
+    assert rate.limit == 4 and rate.slot_decay_per_second == pytest.approx(2.0)  # 2 s of a 120/min budget
+    assert jobs.limit == 3 and not jobs.slot_decay_per_second
+    assert jobs.active_slots == 0  # released after the job
+
+
+def test_generate_task_records_price_and_fails_refusals_without_retry(prefect_server, replicate, make_request, tmp_path):
+    fake, block = replicate
+
+    @flow
+    def one(prompt: str):
+        return generate_images.submit(make_request(prompt=prompt, batch_size=2), block, str(tmp_path / "out"),
+                                      poll_every=0.2, deadline_s=30).result()
+
+    result = one("watercolour of a red mug")
+    assert len(result.images) == 2 and result.cost_usd == pytest.approx(0.02)
+    assert result.job_ids and result.provider == "replicate"
+    with pytest.raises(Rejected, match="NSFW"):
+        one("a forbidden picture")
+    assert fake.stats["submits"] == 2  # the refusal was asked once, never retried
+
+
+def test_provider_block_round_trips_through_client_profile(prefect_server, tmp_path):
+    from blocks.client_profile import ClientProfile
+
+    block = ReplicateProvider(api_key="r8_secret_value", webhook_secret="whsec_c2VjcmV0", model="acme/img2img",
+                              prefer_wait_s=10, price_per_image_usd=0.02)
+    ClientProfile(client_id="acme", provider=block).save("acme-providers-test", overwrite=True)
+    loaded = ClientProfile.load("acme-providers-test")
+    assert isinstance(loaded.provider, ReplicateProvider)
+    assert loaded.provider.api_key.get_secret_value() == "r8_secret_value"
+    assert loaded.provider.model == "acme/img2img" and loaded.provider.prefer_wait_s == 10
+    assert "r8_secret_value" not in repr(loaded.provider) and "r8_secret_value" not in str(loaded.provider.model_dump())
+
+
+def test_paced_slots_are_granted_without_refusals(prefect_server):
+    """Many callers on several threads/loops share one budget: batched grants, no 423 from Prefect."""
+    from tasks.generate import ensure_provider_limits, take_submit_slot
+
+    block = ReplicateProvider(api_key="x", requests_per_minute=1200, max_concurrent_jobs=4)
+    block = block.model_copy(update={"model": "pacer-test"})
+    asyncio.run(ensure_provider_limits(block))
+    counters: list[dict] = []
+
+    def worker() -> None:
+        async def take_some() -> None:
+            for _ in range(8):
+                c: dict = {}
+                await take_submit_slot(block, counters=c)
+                counters.append(c)
+
+        asyncio.run(take_some())
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(counters) == 24
+    assert sum(c.get("rate_denials", 0) for c in counters) == 0
+
+
+def test_content_filter_ends_the_asset_failed_with_the_providers_reason(prefect_server, demo_profile, demo_state,
+                                                                        replicate, tmp_path):
+    import shutil
+
+    from prefect.filesystems import LocalFileSystem
+
+    from flows.process_asset import process_asset
+    from models import AssetRef
+    from tests.conftest import DEMO_CATALOG
+
+    fake, block = replicate
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    shutil.copy(DEMO_CATALOG / "coffee-cup.jpg", catalog / "coffee-cup.jpg")
+    profile = demo_profile.model_copy(update={"provider": block.model_copy(update={"webhook_url": None}),
+                                              "prompt_template": "forbidden {style} of {subject}"})
+    asset = AssetRef(client="demo", uri=(catalog / "coffee-cup.jpg").as_uri(), name="coffee-cup.jpg")
+    outcome = process_asset(asset, profile=profile, storage=LocalFileSystem(basepath=str(catalog)),
+                            work_dir=str(demo_state / "work"))
+    assert outcome.state == "failed"
+    assert outcome.reason.startswith("generate:") and "NSFW content detected" in outcome.reason
+    assert fake.stats["submits"] == 1  # a refusal is never asked again
