@@ -264,7 +264,7 @@ class Recipe(BaseModel):
     width: int = 0
     height: int = 0
     chain: list[StepSpec] = Field(default_factory=list)
-    output_format: Literal["jpeg", "png", "webp"] = "jpeg"
+    output_format: Literal["jpeg", "png", "webp", "avif"] = "jpeg"
     keep_composition: bool = False
 
     @field_validator("name")

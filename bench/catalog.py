@@ -90,17 +90,20 @@ def run_plain(catalog: Path, state: Path) -> dict:
         result = asyncio.run(generate_images.fn(request, profile.provider, str(out_dir)))
         ctx = ChainContext(seed=request.seed, palette=tuple(profile.palette), logo_path=profile.logo_path,
                            source_path=asset.path, output_format=recipe.output_format, metadata={"generation_key": gkey})
-        finals = [postprocess_candidate.fn(raw, recipe.chain, ctx, str(out_dir / f"final-{i}")) for i, raw in enumerate(result.images)]
-        finals = [f[0] if isinstance(f, tuple) else f for f in finals]
-        cands = [Candidate(index=i, raw_path=r, path=f) for i, (r, f) in enumerate(zip(result.images, finals))]
-        scored, best = score_candidates.fn(cands, profile.gates)
-        state_name = "quarantined"
-        if best:
-            item = PublishItem(client="bench", name=name, generation_key=gkey, image_path=best.path, source_uri=ref.uri, source_path=asset.path)
-            receipt = asyncio.run(publish_item.fn(item, profile.target, profile.ledger))
-            state_name = "published"
+        cands = []
+        for i, raw in enumerate(result.images):
+            done = postprocess_candidate.fn(raw, recipe.chain, ctx, str(out_dir / f"final-{i}"))
+            cands.append(Candidate(index=i, raw_path=raw, path=done.path, extra_outputs=done.extra_outputs))
+        decision = score_candidates.fn(cands, profile, recipe, asset.path, ref.uri)
+        state_name, url = ("published", None) if decision.outcome == "publish" else ("quarantined", None)
+        if decision.outcome == "publish":
+            best = decision.chosen
+            item = PublishItem(client="bench", name=name, generation_key=gkey, image_path=best.path, source_uri=ref.uri,
+                               source_key=asset.source_key, source_path=asset.path)
+            url = asyncio.run(publish_item.fn(item, profile.target, profile.ledger)).url
         profile.ledger.record(LedgerEntry(client="bench", source_uri=ref.uri, source_key=asset.source_key, recipe_key=rkey,
-                                          generation_key=gkey, state=state_name, published_url=receipt.url if best else None))
+                                          generation_key=gkey, state=state_name, published_url=url,
+                                          phash=decision.phashes.get(decision.chosen.index) if decision.chosen else None))
         counts[state_name] = counts.get(state_name, 0) + 1
     return {"mode": "plain", "seconds": time.monotonic() - t1, "counts": counts, "rss_mb": peak_rss_mb()}
 

@@ -8,8 +8,12 @@ SQLite file. Run it twice: the second run does no generation and no publish.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+# Offline by default: the ephemeral Prefect server must not try to send telemetry.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from blocks.client_profile import ClientProfile
 from blocks.ledger import Ledger
@@ -22,8 +26,11 @@ DEMO = ROOT / "demo"
 PALETTE = ["#14213d", "#e8a838", "#fcf6ec", "#2b6f9e", "#c8553d"]
 
 
-def demo_chain(anchor: str = "bottom-right") -> list[StepSpec]:
+def demo_chain(anchor: str = "bottom-right", *finish: StepSpec) -> list[StepSpec]:
+    """Grade toward the palette, any finishing steps, the logo, then a JPEG with provenance."""
     return [
+        StepSpec(step="grade", params={"strength": 0.35, "protect_neutrals": 0.6}),
+        *finish,
         StepSpec(step="watermark", params={"anchor": anchor, "scale": 0.2, "opacity": 0.9}),
         StepSpec(step="encode", params={"format": "jpeg", "quality": 90}),
     ]
@@ -34,9 +41,14 @@ def demo_profile(state_dir: Path, client_id: str = "demo") -> ClientProfile:
     recipes = [
         Recipe(name="poster", style="flat poster illustration", extra_prompt="bold brand colours", strength=0.85, chain=demo_chain()),
         Recipe(name="watercolour", style="soft watercolour", extra_prompt="light paper texture", strength=0.8, chain=demo_chain("top-right")),
-        Recipe(name="oil", style="oil painting", extra_prompt="rich impasto", strength=0.75, chain=demo_chain()),
+        Recipe(name="oil", style="oil painting", extra_prompt="rich impasto", strength=0.75,
+               chain=demo_chain("bottom-right", StepSpec(step="vignette", params={"strength": 0.25}))),
         Recipe(name="sketch", style="pencil sketch", extra_prompt="studio product drawing", strength=0.9, chain=demo_chain("bottom-left")),
-        Recipe(name="vintage", style="vintage film photograph", extra_prompt="warm 1970s look", strength=0.8, chain=demo_chain()),
+        # One source, three channel formats: 1:1 is the main output, 9:16 and 16:9 ride along.
+        Recipe(name="vintage", style="vintage film photograph", extra_prompt="warm 1970s look", strength=0.8,
+               chain=[StepSpec(step="reframe", params={"ratios": ["1:1", "9:16", "16:9"]}),
+                      *demo_chain("bottom-right", StepSpec(step="grain", params={"amount": 5}),
+                                  StepSpec(step="vignette", params={"strength": 0.3}))]),
     ]
     return ClientProfile(
         client_id=client_id,

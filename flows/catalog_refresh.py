@@ -103,7 +103,7 @@ def catalog_refresh(
         storage = profile.source
     else:
         raise InvalidInput(f"client {client!r} has no source storage in its profile; pass source=<folder>")
-    assets = list_catalog(storage, client, pattern, limit or profile.max_assets_per_run)
+    assets = list_catalog(storage, client, pattern, limit or profile.max_assets_per_run, exclude_prefix=profile.archive_prefix)
     logger.info("%d asset(s) in %s's catalog", len(assets), client)
 
     run_key = str(flow_run.id or f"local-{time.time()}")

@@ -28,10 +28,10 @@ from tasks.generate import generate_images
 from tasks.ledger import find_finished, record_outcome
 from tasks.load import load_asset
 from tasks.postprocess.chain import ChainContext, postprocess_candidate
-from tasks.postprocess.encode import CONTENT_TYPE, SUFFIX
+from tasks.postprocess.encode import CONTENT_TYPE
 from tasks.profiles import load_profile
-from tasks.prompt import build_request
 from tasks.archive import handle_source
+from tasks.prompt import build_request
 from tasks.publish import publish_item
 from tasks.route import route_asset
 
@@ -135,8 +135,8 @@ def process_asset(
             candidates = []
             for i, raw in enumerate(result.images):
                 # One file per format: the main one, plus extras (e.g. other aspect ratios) by label.
-                done = postprocess_candidate(raw, recipe.chain, ctx, str(out_dir / f"final-{i}"))
-                candidates.append(Candidate(index=i, raw_path=raw, path=done.path, extra_outputs=done.extra_outputs))
+                final = postprocess_candidate(raw, recipe.chain, ctx, str(out_dir / f"final-{i}"))
+                candidates.append(Candidate(index=i, raw_path=raw, path=final.path, extra_outputs=final.extra_outputs))
             row.output_uris = [c.path for c in candidates]
         with stage("gates", timings):
             decision = score_candidates(candidates, profile, recipe, loaded.path, asset.uri)

@@ -51,8 +51,11 @@ def source_uri(storage: LocalFileSystem | S3Bucket, name: str) -> str:
 
 
 @task(name="list-catalog", retries=2, retry_delay_seconds=2)
-def list_catalog(storage: LocalFileSystem | S3Bucket, client: str, pattern: str = "*", limit: int | None = None) -> list[AssetRef]:
-    """Every file in the client's source storage (non-images included: load rejects them with a reason)."""
+def list_catalog(
+    storage: LocalFileSystem | S3Bucket, client: str, pattern: str = "*", limit: int | None = None, exclude_prefix: str | None = None
+) -> list[AssetRef]:
+    """Every file in the client's source storage (non-images included: load rejects them with a reason),
+    except those under `exclude_prefix` (where published sources are archived)."""
     if isinstance(storage, S3Bucket):
         folder = storage.bucket_folder.strip("/")
         names = []
@@ -64,6 +67,8 @@ def list_catalog(storage: LocalFileSystem | S3Bucket, client: str, pattern: str 
         names.sort()
     else:
         names = list_local(storage.basepath or ".", pattern)
+    if exclude_prefix:
+        names = [n for n in names if not n.startswith(exclude_prefix.rstrip("/") + "/")]
     if limit:
         names = names[:limit]
     return [AssetRef(client=client, uri=source_uri(storage, n), name=n) for n in names]

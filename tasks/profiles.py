@@ -8,7 +8,7 @@ from blocks.client_profile import ClientProfile
 from pydantic import ValidationError
 
 from models import GenerationRequest, InvalidInput, describe_validation_error
-from tasks.postprocess.chain import validate_chain
+from tasks.postprocess.chain import ChainContext, prepare_chain
 
 
 def load_profile(client: str) -> ClientProfile:
@@ -34,8 +34,12 @@ def known_clients() -> list[str]:
 def check_profile(profile: ClientProfile) -> None:
     """Everything about a profile that can be checked before any image is touched."""
     for recipe in profile.recipes:
+        # The chain with the profile's context: unknown steps, bad fields, and a missing logo,
+        # palette, refiner or signer all fail here, before any image.
+        ctx = ChainContext(seed=0, palette=tuple(profile.palette), logo_path=profile.logo_path,
+                           output_format=recipe.output_format, refiner=profile.refiner, c2pa_signer=profile.c2pa_signer)
         try:
-            validate_chain(recipe.chain)
+            prepare_chain(recipe.chain, ctx)
         except InvalidInput as exc:
             raise InvalidInput(f"recipe {recipe.name!r}: {exc}") from exc
         try:
@@ -47,5 +51,3 @@ def check_profile(profile: ClientProfile) -> None:
             )
         except ValidationError as exc:
             raise InvalidInput(f"recipe {recipe.name!r}: {describe_validation_error(exc)}") from exc
-        if any(s.step == "watermark" for s in recipe.chain) and not profile.logo_path:
-            raise InvalidInput(f"recipe {recipe.name!r} has a watermark step but the profile has no logo_path")

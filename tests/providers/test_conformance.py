@@ -187,3 +187,12 @@ def test_malformed_json_retried(env, make_request):
     fake.knobs.faults = ["malformed"]
     _, images, _ = generate(block, make_request())
     assert len(images) == 1
+
+
+def test_webhook_late_job_finishes_by_polling_and_late_delivery_still_verifies(hooked, make_request):
+    case, fake, block, sink = hooked
+    fake.knobs.webhook, fake.knobs.webhook_late_s = "late", 0.5
+    handle, images, _ = generate(block, make_request())
+    assert len(images) == 1 and sink.deliveries == []  # done before the webhook arrived
+    deliveries = asyncio.run(sink.wait_for(1))
+    assert block.verify_webhook(*deliveries[0]).job_id == handle.job_id
