@@ -145,6 +145,18 @@ class Ledger(Block):
         t = ledger_table.c
         return self._latest(t.generation_key == generation_key, t.state == "published")
 
+    def regeneration_notes(self, client: str, source_key: str, recipe_key: str) -> list[str]:
+        """Reviewers' notes of every 'regenerate' answer for these bytes and this recipe, oldest first."""
+        t = ledger_table.c
+        query = (
+            select(ledger_table)
+            .where(t.client == client, t.source_key == source_key, t.recipe_key == recipe_key,
+                   t.state == "failed", t.reason.like("review: regenerate%"))
+            .order_by(t.id)
+        )
+        with self.engine.connect() as conn:
+            return [str(((r.scores or {}).get("review") or {}).get("note") or "") for r in conn.execute(query)]
+
     def published_phashes(self, client: str, exclude_source_uri: str | None = None) -> list[str]:
         """Perceptual hashes of every image published for `client` (the duplicate gate compares against them).
 

@@ -108,7 +108,8 @@ def process_asset(
                 scores=done.scores, seconds=round(time.monotonic() - started, 3),
             )
         with stage("prompt", timings):
-            request, generation_key = build_request(loaded, recipe, recipe_key, profile)
+            review_notes = ledger.regeneration_notes(asset.client, loaded.source_key, recipe_key)
+            request, generation_key = build_request(loaded, recipe, recipe_key, profile, review_notes)
             row.generation_key, row.seed = generation_key, request.seed
             row.params = {**request.model_dump(exclude={"source_image"}), "recipe": recipe.name, "style": recipe.style or profile.default_style}
             row.provider, row.model = profile.provider.provider_name, profile.provider.model

@@ -42,19 +42,26 @@ def generation_key(source_key: str, recipe_key: str, request: GenerationRequest,
     )
 
 
-def make_request(asset: LoadedAsset, recipe: Recipe, profile: ClientProfile) -> GenerationRequest:
-    """The GenerationRequest for this asset; bad recipe values raise InvalidInput naming the field."""
+def make_request(asset: LoadedAsset, recipe: Recipe, profile: ClientProfile, review_notes: list[str] | None = None) -> GenerationRequest:
+    """The GenerationRequest for this asset; bad recipe values raise InvalidInput naming the field.
+
+    Each earlier 'regenerate' answer of a reviewer moves the seed on and adds its note to the
+    prompt, so a regeneration asks for new pixels (and gets a new generation key).
+    """
+    notes = [n for n in (review_notes or []) if n.strip()]
     style = recipe.style or profile.default_style or "photograph"
+    extra = ", ".join([recipe.extra_prompt, *notes]) if recipe.extra_prompt else ", ".join(notes)
     prompt = render_prompt(
         profile.prompt_template, subject=subject_from_name(asset.name), style=style,
-        palette=profile.palette, client=profile.display_name or profile.client_id, extra=recipe.extra_prompt,
+        palette=profile.palette, client=profile.display_name or profile.client_id, extra=extra,
     )
+    seed = (derive_seed(recipe, asset.source_key) + 7_919 * len(review_notes or [])) % 2**32
     try:
         return GenerationRequest(
             source_image=f"file://{asset.path}", prompt=prompt, prompt_2=recipe.prompt_2,
             negative_prompt=recipe.negative_prompt, guidance_scale=recipe.guidance_scale,
             image_guidance_scale=recipe.image_guidance_scale, strength=recipe.strength, steps=recipe.steps,
-            batch_size=recipe.batch_size, seed=derive_seed(recipe, asset.source_key),
+            batch_size=recipe.batch_size, seed=seed,
             width=recipe.width, height=recipe.height,
         )
     except ValidationError as exc:
@@ -62,8 +69,10 @@ def make_request(asset: LoadedAsset, recipe: Recipe, profile: ClientProfile) -> 
 
 
 @task(name="build-request")
-def build_request(asset: LoadedAsset, recipe: Recipe, recipe_key: str, profile: ClientProfile) -> tuple[GenerationRequest, str]:
+def build_request(
+    asset: LoadedAsset, recipe: Recipe, recipe_key: str, profile: ClientProfile, review_notes: list[str] | None = None
+) -> tuple[GenerationRequest, str]:
     """The request and its generation key."""
-    request = make_request(asset, recipe, profile)
+    request = make_request(asset, recipe, profile, review_notes)
     key = generation_key(asset.source_key, recipe_key, request, profile.provider.provider_name, profile.provider.model)
     return request, key

@@ -1,0 +1,35 @@
+"""Prompt building: template slots, derived seeds, and what a 'regenerate' review changes."""
+
+from __future__ import annotations
+
+from blocks.ledger import Ledger
+from models import LedgerEntry, LoadedAsset
+from tasks.prompt import make_request, render_prompt, subject_from_name
+
+
+def asset() -> LoadedAsset:
+    return LoadedAsset(client="demo", uri="file:///c/red-sneaker_01.jpg", name="shoes/red-sneaker_01.jpg", source_key="ab" * 32,
+                       path="/tmp/x.png", width=64, height=64, original_format="JPEG")
+
+
+def test_subject_and_template():
+    assert subject_from_name("shoes/red-sneaker_01.jpg") == "red sneaker"
+    assert render_prompt("{style} of {subject}, {extra}", subject="mug", style="oil painting", palette=[], client="c", extra="") == "oil painting of mug"
+
+
+def test_seed_is_derived_from_the_source_and_stable(demo_profile):
+    recipe = demo_profile.recipe("oil")
+    a, b = make_request(asset(), recipe, demo_profile), make_request(asset(), recipe, demo_profile)
+    assert a.seed == b.seed == int("ab" * 4, 16) and "oil painting of red sneaker" in a.prompt
+
+
+def test_regenerate_notes_move_the_seed_and_reach_the_prompt(demo_profile, tmp_path):
+    ledger = Ledger(url=f"sqlite:///{tmp_path / 'l.db'}")
+    ledger.record(LedgerEntry(client="demo", source_uri="u", source_key="s", recipe_key="r", state="failed",
+                              reason="review: regenerate requested (aesthetic 4.9)", scores={"review": {"decision": "regenerate", "note": "brighter background"}}))
+    ledger.record(LedgerEntry(client="demo", source_uri="u", source_key="s", recipe_key="r", state="failed", reason="generate: timeout"))
+    notes = ledger.regeneration_notes("demo", "s", "r")
+    assert notes == ["brighter background"]
+    recipe = demo_profile.recipe("oil")
+    first, again = make_request(asset(), recipe, demo_profile), make_request(asset(), recipe, demo_profile, notes)
+    assert again.seed != first.seed and again.prompt.endswith("brighter background")
