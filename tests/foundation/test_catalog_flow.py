@@ -58,14 +58,19 @@ def test_demo_catalog_end_to_end(demo_profile, demo_state, catalog):
     index = (gallery / "index.html").read_text()
     assert summary.gallery == str(gallery / "index.html")
     assert index.count("<article>") == 5 and "before" in index and "sharpness" in index
-    published = [p for p in (gallery / "demo").glob("*.jpg") if not p.name.endswith("-before.jpg")]
-    assert len(published) == 5 and len(list((gallery / "demo").glob("*-before.jpg"))) == 5
+    files = sorted((gallery / "demo").glob("*.jpg"))
+    published = [p for p in files if not p.stem.endswith(("-before", "-9x16", "-16x9"))]
+    assert len(published) == 5 and len([p for p in files if p.stem.endswith("-before")]) == 5
+    # The vintage recipe reframes: 1:1 is the main output, 9:16 and 16:9 ride along.
+    extras = {p.stem.rsplit("-", 1)[-1]: Image.open(p).size for p in files if p.stem.startswith("rocket-launch") and p.stem.endswith(("9x16", "16x9"))}
+    assert set(extras) == {"9x16", "16x9"}
+    assert abs(extras["9x16"][0] / extras["9x16"][1] - 9 / 16) < 0.01 and abs(extras["16x9"][0] / extras["16x9"][1] - 16 / 9) < 0.01
 
     # Provenance travels inside the file.
     image = published[0]
     params = read_embedded_params(image)
     assert params["generation_key"] in {r.generation_key for r in rows}
-    assert params["seed"] is not None and params["strength"] and params["chain"][0]["step"] == "watermark"
+    assert params["seed"] is not None and params["strength"] and [s["step"] for s in params["chain"]][-2:] == ["watermark", "encode"]
     with Image.open(image) as img:
         assert DIGITAL_SOURCE_TYPE.encode() in img.info["xmp"]
 
