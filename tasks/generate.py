@@ -2,10 +2,10 @@
 
 Order of things for one job:
 
-1. hold a slot of the provider's global concurrency limit (jobs in flight,
-   shared by every worker through the Prefect server);
-2. take a slot of its global rate limit (requests per minute) before each
-   job-creating call, and submit; 429 waits for `Retry-After`, 5xx / timeouts /
+1. take a slot of the provider's global rate limit (requests per minute, shared
+   by every worker through the Prefect server), then a slot of its global
+   concurrency limit (jobs in flight), held until the images are home;
+2. submit (every retry takes a new rate slot); 429 waits for `Retry-After`, 5xx / timeouts /
    dropped connections back off exponentially with jitter; refusals
    (`Rejected`: validation, content filter) end the job at once;
 3. wait webhook-first: listen for the `brandforge.generation.completed` /
@@ -27,7 +27,6 @@ import asyncio
 import io
 import logging
 import random
-import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,7 +34,6 @@ from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from PIL import Image
 from prefect import task
-from prefect.exceptions import ObjectAlreadyExists
 
 from blocks.providers.base import ImageProvider
 from models import (
@@ -49,7 +47,8 @@ from models import (
     Transient,
     stable_hash,
 )
-from tasks.retry import is_retryable
+from tasks.provider_limits import SubmitPacer, ensure_provider_limits, job_slot, take_submit_slot
+from tasks.retry import retry_transient_only
 
 logger = logging.getLogger("brandforge.generate")
 T = TypeVar("T")
@@ -60,9 +59,6 @@ MAX_OUTPUT_PIXELS = 40_000_000  # larger is a decompression bomb, not a marketin
 
 # Jobs submitted by this process and not yet brought home, by request key: a retry resumes them.
 _IN_FLIGHT: dict[str, JobHandle] = {}
-# GCLs already created/updated by this process, with the values they were set to.
-_LIMITS_SET: dict[tuple[str, str], tuple[int, float]] = {}
-_LIMITS_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------- validation
@@ -128,254 +124,6 @@ async def call_with_retries(
             logger.info("%s %s: %s; retrying in %.2fs", provider, what, exc.reason, wait)
         await asyncio.sleep(wait)
     raise AssertionError("unreachable")
-
-
-# --------------------------------------------------------------------------- shared limits
-
-
-async def ensure_provider_limits(provider: ImageProvider) -> None:
-    """Create (or update) the provider's global rate and concurrency limits on the Prefect server.
-
-    Rate limit: `limit` = one batch (RATE_BATCH_SECONDS of budget), slots decay at rpm/60 per
-    second, so no window of t seconds sees more than limit + rpm/60·t grants across all workers.
-    """
-    from prefect.settings import PREFECT_API_URL
-
-    wanted = {
-        provider.rate_limit_name: (rate_limit_size(provider), provider.requests_per_minute / 60.0),
-        provider.concurrency_limit_name: (provider.max_concurrent_jobs, 0.0),
-    }
-    api = str(PREFECT_API_URL.value())
-    if all(_LIMITS_SET.get((api, n)) == v for n, v in wanted.items()):
-        return
-    # One setter per process at a time (tasks run on several threads and loops): the others
-    # wait and then find the values cached, instead of racing to create the same limit.
-    while not _LIMITS_LOCK.acquire(blocking=False):
-        await asyncio.sleep(0.02)
-    try:
-        await _set_limits(wanted)
-    finally:
-        _LIMITS_LOCK.release()
-
-
-async def _set_limits(wanted: dict[str, tuple[int, float]]) -> None:
-    from prefect.client.orchestration import get_client
-
-    from prefect.settings import PREFECT_API_URL
-
-    api = str(PREFECT_API_URL.value())
-    async with get_client() as client:
-        for name, (limit, decay) in wanted.items():
-            if _LIMITS_SET.get((api, name)) == (limit, decay):
-                continue
-            try:
-                await client.upsert_global_concurrency_limit_by_name(name, limit, slot_decay_per_second=decay or None)
-            except ObjectAlreadyExists:
-                # Another task or worker created it between our read and our create: update instead.
-                await client.upsert_global_concurrency_limit_by_name(name, limit, slot_decay_per_second=decay or None)
-            _LIMITS_SET[(api, name)] = (limit, decay)
-
-
-RATE_BATCH_SECONDS = 2.0  # how much of the budget one Prefect grant covers (see SubmitPacer)
-
-
-class SubmitPacer:
-    """Process-wide pacing and batched slot-taking in front of Prefect's global rate limit.
-
-    What was measured (bench/provider_throughput.py, 2 shared cores, SQLite
-    server) and why this exists:
-
-    - Prefect's server decays a rate limit by floor(decay/s × seconds since the
-      row was last *written*), and every grant and every refusal writes the row.
-      Callers arriving faster than one per 1/decay seconds, with any jitter,
-      therefore lose most of the decay: slots stop freeing, callers are refused
-      (423) and sleep a Retry-After that grows with each refusal. One slot per
-      request at 10/s reached 0.23–0.48 of the limit.
-    - The client's `rate_limit()` also funnels every acquisition through one
-      queue per process, one HTTP call at a time, capping grants at 1/RTT.
-
-    So this process takes slots in batches — `occupy=n` for up to
-    RATE_BATCH_SECONDS of budget, no sooner than n/rate after its last grant
-    (plus 2 %), when a floor() can no longer eat a slot — and hands them out
-    locally, one per `interval`, so requests still leave evenly spaced. The
-    Prefect limit stays the authority across workers; this is the smallest
-    addition that closes the gap. Thread-safe and loop-free, because Prefect
-    runs async tasks on several threads, each with its own event loop.
-    """
-
-    _by_name: dict[str, "SubmitPacer"] = {}
-    _registry_lock = threading.Lock()
-
-    def __init__(self, per_second: float, batch: int):
-        self.rate = per_second
-        self.interval = 1.0 / per_second
-        self.batch = max(1, batch)
-        self.next_at = 0.0  # next send time handed out
-        self.lock = threading.Lock()
-        self.tokens = 0  # Prefect slots granted to this process, not yet used
-        self.tokens_expire = 0.0
-        self.waiting = 0
-        self.leader = False
-        self.next_grant_at = 0.0
-
-    @classmethod
-    def for_provider(cls, provider: ImageProvider) -> "SubmitPacer":
-        rate = provider.requests_per_minute / 60.0
-        batch = rate_limit_size(provider)
-        with cls._registry_lock:
-            pacer = cls._by_name.get(provider.rate_limit_name)
-            if pacer is None or abs(pacer.rate - rate) > 1e-9 or pacer.batch != batch:
-                pacer = cls._by_name[provider.rate_limit_name] = SubmitPacer(rate, batch)
-            return pacer
-
-    def reserve(self) -> float:
-        """Seconds to wait for this caller's send time (the time is taken now)."""
-        with self.lock:
-            now = time.monotonic()
-            start = max(now, self.next_at)
-            self.next_at = start + self.interval
-            return start - now
-
-    async def wait_turn(self) -> None:
-        await asyncio.sleep(self.reserve())
-
-    async def take(self, acquire: Callable[[int], Awaitable[bool]]) -> int:
-        """One Prefect slot for this caller; `acquire(n)` asks the server for n at once. Returns refusals seen."""
-        refusals = 0
-        counted = False
-        while True:
-            lead = 0
-            with self.lock:
-                now = time.monotonic()
-                if self.tokens and now > self.tokens_expire:
-                    self.tokens = 0  # granted too long ago: their budget has passed
-                if self.tokens:
-                    self.tokens -= 1
-                    if counted:
-                        self.waiting -= 1
-                    return refusals
-                if not counted:
-                    self.waiting += 1
-                    counted = True
-                if not self.leader and now >= self.next_grant_at:
-                    self.leader = True
-                    lead = min(self.batch, self.waiting)
-                pause = max(0.005, min(0.05, self.next_grant_at - now))
-            if not lead:
-                await asyncio.sleep(pause)
-                continue
-            granted = False
-            try:
-                granted = await acquire(lead)
-            finally:
-                with self.lock:
-                    self.leader = False
-                    now = time.monotonic()
-                    if granted:
-                        self.tokens += lead
-                        self.tokens_expire = now + max(1.0, 2 * lead * self.interval)
-                        self.next_grant_at = now + lead * self.interval * 1.02
-                    else:
-                        refusals += 1
-                        # Another worker holds the budget: try again after one slot's worth of decay.
-                        self.next_grant_at = now + self.interval * random.uniform(1.0, 2.0)
-
-
-def rate_limit_size(provider: ImageProvider) -> int:
-    """The Prefect rate limit's `limit`: one batch of RATE_BATCH_SECONDS of budget."""
-    return max(1, round(provider.requests_per_minute / 60.0 * RATE_BATCH_SECONDS))
-
-
-@asynccontextmanager
-async def job_slot(provider: ImageProvider, *, lease_s: float,
-                   counters: dict[str, float] | None = None) -> AsyncIterator[None]:
-    """Hold one slot of the provider's global concurrency limit (jobs in flight) while the body runs.
-
-    Measured (bench/provider_throughput.py): Prefect's `concurrency()` sends every
-    acquisition for a limit through one queue per process, one HTTP call at a
-    time, and a refused caller sleeps its Retry-After at the head of that queue,
-    so with tens of tasks the first wave alone waited 10+ s for free slots. Here
-    each task asks the same server-side limit directly and sleeps its own
-    (jittered) Retry-After. The lease outlives the job's deadline, so no renewal
-    thread is needed; if this worker dies, the lease expires and frees the slot.
-    """
-    import httpx
-    from prefect.client.orchestration import get_client
-
-    lease_id = None
-    async with get_client() as client:
-        while True:
-            try:
-                asked = time.monotonic()
-                resp = await client.increment_concurrency_slots_with_lease(
-                    names=[provider.concurrency_limit_name], slots=1, mode="concurrency", lease_duration=lease_s)
-                if counters is not None:
-                    counters["job_slot_call_s"] = round(time.monotonic() - asked, 4)
-                break
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 423:
-                    raise
-                if counters is not None:
-                    counters["job_slot_denials"] = counters.get("job_slot_denials", 0) + 1
-                # The server's Retry-After grows with every refusal (up to 30 s) although a slot
-                # may free any moment; a short, jittered wait keeps the cap busy.
-                wait = float(exc.response.headers.get("Retry-After", "1"))
-                await asyncio.sleep(min(wait, 2.0) * random.uniform(0.5, 1.0))
-        body = resp.json()
-        if body.get("limits"):
-            lease_id = body.get("lease_id")
-        else:
-            logger.warning("global concurrency limit %s does not exist; not limiting", provider.concurrency_limit_name)
-    try:
-        yield
-    finally:
-        if lease_id is not None:
-            async with get_client() as client:
-                try:
-                    await client.release_concurrency_slots_with_lease(lease_id=lease_id)
-                except Exception as exc:  # noqa: BLE001 - the lease expires on its own
-                    logger.warning("could not release %s lease %s: %s", provider.concurrency_limit_name, lease_id, exc)
-
-
-async def take_submit_slot(provider: ImageProvider, *, pace: bool = True, space: bool = True,
-                           counters: dict[str, float] | None = None) -> None:
-    """One slot of the provider's shared requests-per-minute budget (a Prefect global rate limit).
-
-    With `pace` (the default) slots come through the process's SubmitPacer;
-    without it, each call asks the server for one slot and sleeps the server's
-    Retry-After when refused — Prefect's own behaviour, kept for the benchmark's
-    comparison.
-    """
-    import httpx
-    from prefect.client.orchestration import get_client
-
-    async def acquire(n: int) -> bool:
-        async with get_client() as client:
-            try:
-                await client.increment_concurrency_slots(names=[provider.rate_limit_name], slots=n, mode="rate_limit")
-                return True
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 423:
-                    raise
-                if not pace:
-                    wait = float(exc.response.headers.get("Retry-After", "0.5"))
-                    await asyncio.sleep(wait)
-                return False
-
-    started = time.monotonic()
-    if pace:
-        pacer = SubmitPacer.for_provider(provider)
-        refusals = await pacer.take(acquire)
-        if space:
-            # Space the sends after the slot is in hand: slots arrive in batches, requests must not.
-            await pacer.wait_turn()
-    else:
-        refusals = 0
-        while not await acquire(1):
-            refusals += 1
-    if counters is not None:
-        counters["rate_denials"] = counters.get("rate_denials", 0) + refusals
-        counters["rate_slot_s"] = round(time.monotonic() - started, 4)
 
 
 # --------------------------------------------------------------------------- waiting
@@ -560,15 +308,6 @@ async def _nothing() -> AsyncIterator[None]:
     yield
 
 
-async def retry_if_retryable(task, task_run, state) -> bool:
-    """Async `retry_condition_fn`: on an async task `state.result()` is a coroutine, so await it."""
-    try:
-        await state.aresult()
-    except BaseException as exc:  # noqa: BLE001 - classified, not swallowed
-        return is_retryable(exc)
-    return False
-
-
 # In-call retries (call_with_retries) handle 429/5xx/timeouts; a task retry is for what
 # outlives them (a job past its deadline is resumed, not paid for again).
 @task(
@@ -576,7 +315,7 @@ async def retry_if_retryable(task, task_run, state) -> bool:
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_jitter_factor=0.5,
-    retry_condition_fn=retry_if_retryable,
+    retry_condition_fn=retry_transient_only,
 )
 async def generate_images(
     request: GenerationRequest,

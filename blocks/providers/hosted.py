@@ -55,6 +55,16 @@ class HostedProvider(ImageProvider):
         description="Refuse requests that set a field this provider cannot honour, instead of dropping it with a warning.",
     )
     job_dir: str = Field(".brandforge/provider-jobs", description="Where synchronous answers are kept until fetched.")
+    limit_group: str = Field(
+        "", pattern=r"^[a-z0-9-]*$",
+        description="Budget name: blocks of the same provider and group share one rate limit and one concurrency "
+        "cap (use one group per API account). Empty = one budget per provider.",
+    )
+
+    @property
+    def limit_name(self) -> str:
+        base = f"brandforge-provider-{self.provider_name}"
+        return f"{base}-{self.limit_group}" if self.limit_group else base
 
     def token(self) -> str:
         return self.api_key.get_secret_value()

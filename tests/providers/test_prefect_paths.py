@@ -75,7 +75,10 @@ def test_global_limits_are_created_from_the_block(prefect_server, replicate, mak
                     await client.read_global_concurrency_limit_by_name(block.concurrency_limit_name))
 
     rate, jobs = asyncio.run(read())
-    assert rate.limit == 4 and rate.slot_decay_per_second == pytest.approx(2.0)  # 2 s of a 120/min budget
+    from tasks.provider_limits import RATE_BATCH_SECONDS
+
+    # One batch of a 120/min budget; slots decay at 2 per second.
+    assert rate.limit == round(2 * RATE_BATCH_SECONDS) and rate.slot_decay_per_second == pytest.approx(2.0)
     assert jobs.limit == 3 and not jobs.slot_decay_per_second
     assert jobs.active_slots == 0  # released after the job
 
@@ -111,10 +114,9 @@ def test_provider_block_round_trips_through_client_profile(prefect_server, tmp_p
 
 def test_paced_slots_are_granted_without_refusals(prefect_server):
     """Many callers on several threads/loops share one budget: batched grants, no 423 from Prefect."""
-    from tasks.generate import ensure_provider_limits, take_submit_slot
+    from tasks.provider_limits import ensure_provider_limits, take_submit_slot
 
-    block = ReplicateProvider(api_key="x", requests_per_minute=1200, max_concurrent_jobs=4)
-    block = block.model_copy(update={"model": "pacer-test"})
+    block = ReplicateProvider(api_key="x", requests_per_minute=1200, max_concurrent_jobs=4, limit_group="pacer-test")
     asyncio.run(ensure_provider_limits(block))
     counters: list[dict] = []
 
@@ -155,6 +157,47 @@ def test_content_filter_ends_the_asset_failed_with_the_providers_reason(prefect_
     asset = AssetRef(client="demo", uri=(catalog / "coffee-cup.jpg").as_uri(), name="coffee-cup.jpg")
     outcome = process_asset(asset, profile=profile, storage=LocalFileSystem(basepath=str(catalog)),
                             work_dir=str(demo_state / "work"))
-    assert outcome.state == "failed"
-    assert outcome.reason.startswith("generate:") and "NSFW content detected" in outcome.reason
-    assert fake.stats["submits"] == 1  # a refusal is never asked again
+    assert outcome.state == "failed", outcome
+    assert outcome.reason.startswith("generate:") and "NSFW content detected" in outcome.reason, outcome.reason
+    assert fake.stats["submits"] == 1, fake.stats  # a refusal is never asked again
+
+
+def test_job_slots_never_exceed_the_cap_and_all_go_back(prefect_server):
+    """12 holders on 3 threads (3 event loops) share a cap of 4; afterwards the server holds none."""
+    from prefect.client.orchestration import get_client
+
+    from tasks.provider_limits import ensure_provider_limits, job_slot
+
+    block = ReplicateProvider(api_key="x", max_concurrent_jobs=4, limit_group="pool-test")
+    assert block.concurrency_limit_name == "brandforge-provider-replicate-pool-test-jobs"
+    asyncio.run(ensure_provider_limits(block))
+    inside = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    async def hold() -> None:
+        async with job_slot(block, lease_s=300):
+            with lock:
+                inside["now"] += 1
+                inside["max"] = max(inside["max"], inside["now"])
+            await asyncio.sleep(0.2)
+            with lock:
+                inside["now"] -= 1
+
+    def worker() -> None:
+        async def four() -> None:
+            await asyncio.gather(*(hold() for _ in range(4)))
+
+        asyncio.run(four())
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    async def active() -> int:
+        async with get_client() as client:
+            return (await client.read_global_concurrency_limit_by_name(block.concurrency_limit_name)).active_slots
+
+    assert inside["max"] <= 4 and inside["now"] == 0
+    assert asyncio.run(active()) == 0
