@@ -85,6 +85,13 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# --------------------------------------------------------------------------- event names (shared by every part)
+
+ASSET_CREATED_EVENT = "brandforge.asset.created"
+GENERATION_COMPLETED_EVENT = "brandforge.generation.completed"
+GENERATION_FAILED_EVENT = "brandforge.generation.failed"
+
+
 # --------------------------------------------------------------------------- hashing
 
 

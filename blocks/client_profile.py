@@ -16,7 +16,7 @@ from typing import Literal, Union
 from prefect.blocks.core import Block
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from blocks.aesthetic import AestheticModel
 from blocks.c2pa_signer import C2paSigner
@@ -58,6 +58,9 @@ class ClientProfile(Block):
     provider: ImageProvider = Field(default_factory=LocalEngine, description="Image-to-image provider block.")
     target: PublishTarget = Field(default_factory=LocalGallery, description="Where passing images are published.")
     ledger: Ledger = Field(default_factory=Ledger, description="Audit record and idempotency index.")
+    webhook_token: SecretStr | None = Field(
+        None, description="Bearer token the webhook gateway requires on this client's asset notifications (S3, CMS)."
+    )
     source_handling: Literal["leave", "tag", "move"] = Field(
         "leave",
         description="What happens to a source after its image is published and recorded: leave it, tag it "

@@ -37,6 +37,8 @@ from prefect import task
 
 from blocks.providers.base import ImageProvider
 from models import (
+    GENERATION_COMPLETED_EVENT,
+    GENERATION_FAILED_EVENT,
     GenerationRequest,
     GenerationResult,
     JobHandle,
@@ -53,8 +55,8 @@ from tasks.retry import retry_transient_only
 logger = logging.getLogger("brandforge.generate")
 T = TypeVar("T")
 
-COMPLETED_EVENT = "brandforge.generation.completed"
-FAILED_EVENT = "brandforge.generation.failed"
+COMPLETED_EVENT = GENERATION_COMPLETED_EVENT
+FAILED_EVENT = GENERATION_FAILED_EVENT
 MAX_OUTPUT_PIXELS = 40_000_000  # larger is a decompression bomb, not a marketing image
 
 # Jobs submitted by this process and not yet brought home, by request key: a retry resumes them.
