@@ -32,7 +32,7 @@ from pydantic import Field
 
 from blocks.providers.hosted import HostedProvider
 from blocks.providers.http import prepare_source
-from models import GenerationRequest, JobHandle, JobState, JobStatus, Rejected, Transient, stable_hash
+from models import GenerationRequest, JobHandle, JobStatus, Rejected, Transient, stable_hash
 
 logger = logging.getLogger("brandforge.providers")
 
@@ -215,12 +215,7 @@ class DiffusersProvider(HostedProvider):
         return JobHandle(provider=self.provider_name, job_id=job_id, extra={"synchronous": True})
 
     async def status(self, handle: JobHandle) -> JobStatus:
-        if self.stored_job(handle.job_id) is None:
-            return JobStatus(state=JobState.failed, error=f"no stored output for job {handle.job_id}")
-        return JobStatus(state=JobState.succeeded)
+        return await self.stored_status(handle)
 
     async def fetch(self, handle: JobHandle) -> list[bytes]:
-        stored = self.stored_job(handle.job_id)
-        if stored is None:
-            raise Transient(f"no stored output for job {handle.job_id}", provider=self.provider_name)
-        return stored
+        return await self.stored_fetch(handle)

@@ -16,7 +16,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 
 from blocks.providers.base import ImageProvider
-from models import GenerationRequest, Rejected
+from models import GenerationRequest, JobHandle, JobState, JobStatus, Rejected, Transient
 
 logger = logging.getLogger("brandforge.providers")
 
@@ -107,3 +107,16 @@ class HostedProvider(ImageProvider):
             return None
         count = int((folder / "done").read_text())
         return [(folder / f"{i}.bin").read_bytes() for i in range(count)]
+
+    async def stored_status(self, handle: JobHandle) -> JobStatus:
+        """`status` of a synchronous provider: its answer was stored at submit time."""
+        if self.stored_job(handle.job_id) is None:
+            return JobStatus(state=JobState.failed, error=f"no stored answer for job {handle.job_id}")
+        return JobStatus(state=JobState.succeeded)
+
+    async def stored_fetch(self, handle: JobHandle) -> list[bytes]:
+        """`fetch` of a synchronous provider: the images stored at submit time."""
+        stored = self.stored_job(handle.job_id)
+        if stored is None:
+            raise Transient(f"no stored answer for job {handle.job_id}", provider=self.provider_name)
+        return stored

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from blocks.providers.hosted import HostedProvider
 from blocks.providers.http import json_of, prepare_source, send
-from models import GenerationRequest, JobHandle, JobState, JobStatus, Transient
+from models import GenerationRequest, JobHandle, JobStatus, Transient
 
 FIXED_SIZES = {(1024, 1024): "1024x1024", (1536, 1024): "1536x1024", (1024, 1536): "1024x1536"}
 
@@ -107,12 +107,7 @@ class OpenAIImagesProvider(HostedProvider):
         return JobHandle(provider=self.provider_name, job_id=job_id, extra={"synchronous": True})
 
     async def status(self, handle: JobHandle) -> JobStatus:
-        if self.stored_job(handle.job_id) is None:
-            return JobStatus(state=JobState.failed, error=f"no stored answer for job {handle.job_id}")
-        return JobStatus(state=JobState.succeeded)
+        return await self.stored_status(handle)
 
     async def fetch(self, handle: JobHandle) -> list[bytes]:
-        stored = self.stored_job(handle.job_id)
-        if stored is None:
-            raise Transient(f"no stored answer for job {handle.job_id}", provider=self.provider_name)
-        return stored
+        return await self.stored_fetch(handle)

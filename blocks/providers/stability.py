@@ -20,7 +20,7 @@ from pydantic import Field
 
 from blocks.providers.hosted import HostedProvider
 from blocks.providers.http import json_of, prepare_source, send
-from models import GenerationRequest, JobHandle, JobState, JobStatus, Rejected, Transient
+from models import GenerationRequest, JobHandle, JobStatus, Rejected, Transient
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 MAX_SEED = 4294967294
@@ -110,12 +110,7 @@ class StabilityProvider(HostedProvider):
         return JobHandle(provider=self.provider_name, job_id=job_id, extra={"synchronous": True})
 
     async def status(self, handle: JobHandle) -> JobStatus:
-        if self.stored_job(handle.job_id) is None:
-            return JobStatus(state=JobState.failed, error=f"no stored answer for job {handle.job_id}")
-        return JobStatus(state=JobState.succeeded)
+        return await self.stored_status(handle)
 
     async def fetch(self, handle: JobHandle) -> list[bytes]:
-        stored = self.stored_job(handle.job_id)
-        if stored is None:
-            raise Transient(f"no stored answer for job {handle.job_id}", provider=self.provider_name)
-        return stored
+        return await self.stored_fetch(handle)

@@ -8,11 +8,19 @@ upload and post, a retry or a rerun never creates a second item), and
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import ClassVar
 
 from prefect.blocks.core import Block
 
 from models import PublishItem, PublishReceipt
+
+
+def keyed_filename(item: PublishItem, key_chars: int = 16) -> str:
+    """A target-safe file name for an item that carries its generation key, so a half-done publish is found."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(item.name).stem).strip("-") or "image"
+    return f"{stem[:80]}-{item.generation_key[:key_chars]}{Path(item.image_path).suffix.lower() or '.jpg'}"
 
 
 class PublishTarget(Block):

@@ -25,15 +25,14 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from blocks.targets.base import PublishTarget
+from blocks.targets.base import PublishTarget, keyed_filename
 from blocks.targets.http_errors import status_error, transport_error
 from models import PublishError, PublishItem, PublishReceipt
 
 
 def strapi_file_name(item: PublishItem) -> str:
     """The media library name of an item's file: it carries the key so a half-done publish is found."""
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(item.name).stem).strip("-") or "image"
-    return f"{stem[:80]}-{item.generation_key[:16]}{Path(item.image_path).suffix.lower() or '.jpg'}"
+    return keyed_filename(item, 16)
 
 
 class StrapiSite(PublishTarget):

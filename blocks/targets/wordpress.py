@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from blocks.targets.base import PublishTarget
+from blocks.targets.base import PublishTarget, keyed_filename
 from blocks.targets.http_errors import status_error, transport_error
 from models import PublishError, PublishItem, PublishReceipt
 
@@ -34,8 +34,7 @@ PLUGIN_HINT = "copy scripts/wordpress/brandforge-meta.php into the site's wp-con
 
 
 def _safe_filename(item: PublishItem) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(item.name).stem).strip("-") or "image"
-    return f"{stem[:80]}-{item.generation_key[:12]}{Path(item.image_path).suffix.lower() or '.jpg'}"
+    return keyed_filename(item, 12)
 
 
 class WordPressSite(PublishTarget):
