@@ -11,8 +11,11 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 
 .PHONY: run test link system-deps bench clean
 
+# A current pip: the one Python 3.11 ships (23.x) backtracks for many minutes on this
+# dependency set; pip 26 resolves it in seconds.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade "pip>=25"
 
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
