@@ -67,7 +67,15 @@ def run_prefect(catalog: Path, state: Path) -> dict:
 
 def run_plain(catalog: Path, state: Path) -> dict:
     """The same task functions, called directly: no flow runs, no task runs, no API."""
+    from prefect.logging import disable_run_logger
+
     from deployments.demo import demo_profile
+
+    with disable_run_logger():  # task bodies that log would otherwise need a run context
+        return _plain_loop(catalog, state, demo_profile(state, client_id="bench"), None)
+
+
+def _plain_loop(catalog: Path, state: Path, profile, storage) -> dict:
     from models import AssetRef, Candidate, LedgerEntry, PublishItem
     from tasks.gates.decide import score_candidates
     from tasks.generate import generate_images
@@ -77,8 +85,6 @@ def run_plain(catalog: Path, state: Path) -> dict:
     from tasks.publish import publish_item
     from tasks.route import route_asset
 
-    profile = demo_profile(state, client_id="bench")
-    storage = None
     counts: dict[str, int] = {}
     t1 = time.monotonic()
     for name in list_local(catalog):

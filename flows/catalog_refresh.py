@@ -30,14 +30,17 @@ from flows.process_asset import process_asset
 from models import AssetOutcome, AssetRef, CatalogSummary, InvalidInput
 from tasks import budget
 from tasks.gates.report import create_gate_report
+from tasks.ledger import record_orchestration_failure
 from tasks.load import list_catalog
 from tasks.profiles import check_profile, load_profile
+from tasks.retry import retry_orchestration_errors
 
 MAX_PARALLEL = int(os.environ.get("BRANDFORGE_MAX_PARALLEL", "4"))
 STATES = ("published", "skipped", "quarantined", "failed")
 
 
-@task(name="run-asset", task_run_name="asset {asset.name}", cache_policy=NO_CACHE)
+@task(name="run-asset", task_run_name="asset {asset.name}", cache_policy=NO_CACHE,
+      retries=2, retry_delay_seconds=[5, 20], retry_jitter_factor=0.5, retry_condition_fn=retry_orchestration_errors)
 def run_asset(asset: AssetRef, profile: ClientProfile, storage, work_dir: str, run_key: str) -> AssetOutcome:
     """One asset as its own `process_asset` flow run (visible, retryable on its own in the UI)."""
     return process_asset(asset, profile=profile, storage=storage, work_dir=work_dir, run_key=run_key)
@@ -111,8 +114,13 @@ def catalog_refresh(
     futures = run_asset.map(assets, profile=unmapped(profile), storage=unmapped(storage), work_dir=unmapped(work_dir), run_key=unmapped(run_key))
     outcomes: list[AssetOutcome] = []
     try:
+        asset_of = {future.task_run_id: asset for future, asset in zip(futures, assets)}
         for future in as_completed(futures):
-            outcomes.append(future.result())
+            try:
+                outcomes.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - one asset's orchestration failure must not end the catalog
+                logger.error("asset %s could not be run: %s", asset_of[future.task_run_id].name, exc)
+                outcomes.append(record_orchestration_failure(profile.ledger, asset_of[future.task_run_id], exc))
             update_progress_artifact(progress_id, 100.0 * len(outcomes) / max(1, len(assets)),
                                      description=f"{len(outcomes)}/{len(assets)} assets finished")
     finally:

@@ -7,7 +7,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from blocks.ledger import Ledger
-from models import AssetOutcome, LedgerEntry
+from models import AssetOutcome, AssetRef, LedgerEntry
 
 
 @task(name="check-ledger")
@@ -41,3 +41,15 @@ def emit_asset_event(outcome: AssetOutcome) -> None:
             "published_url": outcome.published_url, "outputs": outcome.output_uris,
         },
     )
+
+
+def record_orchestration_failure(ledger: Ledger, asset: AssetRef, exc: BaseException) -> AssetOutcome:
+    """An asset whose run could not even be orchestrated (e.g. the Prefect API answered 503):
+    recorded straight in the ledger — not as a task, the API may be what failed — so it is not lost
+    and the next run tries it again."""
+    reason = f"orchestration: {type(exc).__name__}: {exc}"[:1000]
+    try:
+        ledger.record(LedgerEntry(client=asset.client, source_uri=asset.uri, state="failed", reason=reason))
+    except Exception as record_exc:  # noqa: BLE001 - the outcome still reaches the summary
+        reason += f" (and the ledger write failed: {record_exc})"
+    return AssetOutcome(client=asset.client, source_uri=asset.uri, name=asset.name, state="failed", reason=reason)

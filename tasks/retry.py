@@ -54,3 +54,14 @@ def retry_unless_refused(task, task_run, state) -> bool:
     if isinstance(exc, (ProviderError, PublishError)):
         return exc.retryable
     return not isinstance(exc, BrandforgeError)
+
+
+def retry_orchestration_errors(task, task_run, state) -> bool:
+    """For the per-asset wrapper task: retry when the Prefect API itself failed (5xx, dropped
+    connection), not when the asset did (process_asset records those and returns normally)."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    exc = failure_of(state)
+    if isinstance(exc, PrefectHTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code == 429
+    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError))

@@ -80,3 +80,21 @@ def postgres_url():
 
 def test_postgresql_ledger(postgres_url):
     exercise(Ledger(url=postgres_url))
+
+
+def test_orchestration_failure_is_recorded_not_lost(tmp_path):
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from models import AssetRef
+    from tasks.ledger import record_orchestration_failure
+
+    ledger = Ledger(url=f"sqlite:///{tmp_path / 'l.db'}")
+    request = httpx.Request("POST", "http://127.0.0.1/api/task_runs/")
+    exc = PrefectHTTPStatusError.from_httpx_error(
+        httpx.HTTPStatusError("503", request=request, response=httpx.Response(503, request=request))
+    )
+    outcome = record_orchestration_failure(ledger, AssetRef(client="acme", uri="file:///a.png", name="a.png"), exc)
+    assert outcome.state == "failed" and outcome.reason.startswith("orchestration: PrefectHTTPStatusError")
+    (row,) = ledger.entries(client="acme")
+    assert row.state == "failed" and row.source_uri == "file:///a.png"
