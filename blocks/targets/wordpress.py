@@ -29,7 +29,7 @@ from blocks.targets.http_errors import status_error, transport_error
 from models import PublishError, PublishItem, PublishReceipt
 
 KEY_META = "_brandforge_generation_key"
-SOURCE_META = "_brandforge_source_uri"
+SOURCE_META = "_source_image"  # the source a published image came from (URI)
 PLUGIN_HINT = "copy scripts/wordpress/brandforge-meta.php into the site's wp-content/mu-plugins/"
 
 
@@ -50,7 +50,9 @@ class WordPressSite(PublishTarget):
     username: str = Field(description="WordPress user that owns the application password.")
     application_password: SecretStr = Field(description="Application password (Users → Profile → Application Passwords).")
     post_type: str = Field("posts", description="REST base of the entry type: posts, pages, or a custom type's (e.g. product).")
-    status: Literal["publish", "draft", "pending", "private"] = Field("publish", description="Status of the created entry.")
+    status: Literal["publish", "draft", "pending", "private"] = Field(
+        "draft", description="Status of the created entry: draft by default, so a person publishes it in WordPress."
+    )
     rest_style: Literal["query", "pretty"] = Field(
         "query",
         description="query: /?rest_route=/wp/v2/… (works on every site); pretty: /wp-json/wp/v2/… (needs permalinks).",
@@ -254,6 +256,7 @@ class WordPressSite(PublishTarget):
         params = {
             "title": item.title or Path(item.name).stem,
             "alt_text": item.alt_text[:500],
+            "caption": item.title or Path(item.name).stem,
             f"meta[{KEY_META}]": item.generation_key,
             f"meta[{SOURCE_META}]": item.source_uri,
             "context": "edit",

@@ -13,7 +13,7 @@ if (!defined('ABSPATH')) {
     exit;
 }
 
-const BRANDFORGE_META_KEYS = ['_brandforge_generation_key', '_brandforge_source_uri'];
+const BRANDFORGE_META_KEYS = ['_brandforge_generation_key', '_source_image'];
 
 add_action('init', function () {
     foreach (BRANDFORGE_META_KEYS as $key) {

@@ -34,11 +34,13 @@ def test_publish_creates_media_and_post_and_reads_back(wordpress, publish_item):
 
     assert not receipt.already_existed and receipt.target == "wordpress"
     post = wordpress.get(f"/wp/v2/posts/{receipt.remote_ids['post_id']}", context="edit")
-    assert post["status"] == "publish"
+    assert post["status"] == "draft"  # the default: a person publishes it in WordPress
     assert post["title"]["raw"] == "Red mug"
     assert post["featured_media"] == receipt.remote_ids["media_id"]
+    media = wordpress.get(f"/wp/v2/media/{receipt.remote_ids['media_id']}", context="edit")
+    assert media["caption"]["raw"] == post["title"]["raw"] and media["alt_text"] == publish_item.alt_text[:500]
     assert post["meta"]["_brandforge_generation_key"] == publish_item.generation_key
-    assert post["meta"]["_brandforge_source_uri"] == publish_item.source_uri
+    assert post["meta"]["_source_image"] == publish_item.source_uri
     assert post["link"] == receipt.url
     media = wordpress.get(f"/wp/v2/media/{receipt.remote_ids['media_id']}", context="edit")
     assert media["mime_type"] == "image/jpeg" and media["alt_text"] == publish_item.alt_text
