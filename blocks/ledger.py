@@ -177,21 +177,11 @@ class Ledger(Block):
         until: datetime | None = None,
         state: str | None = None,
     ) -> list[LedgerEntry]:
-        t = ledger_table.c
-        query = select(ledger_table).order_by(t.id)
-        if client:
-            query = query.where(t.client == client)
-        if since:
-            query = query.where(t.created_at >= since)
-        if until:
-            query = query.where(t.created_at < until)
-        if state:
-            query = query.where(t.state == state)
-        with self.engine.connect() as conn:
-            return [_to_entry(r) for r in conn.execute(query)]
+        return [entry for _, entry in self.rows(client, since, until, state)]
 
     def rows(
         self, client: str | None = None, since: datetime | None = None, until: datetime | None = None,
+        state: str | None = None,
     ) -> list[tuple[int, LedgerEntry]]:
         """(row id, entry) in id order, `since` inclusive and `until` exclusive: the compliance export."""
         t = ledger_table.c
@@ -202,6 +192,8 @@ class Ledger(Block):
             query = query.where(t.created_at >= since)
         if until:
             query = query.where(t.created_at < until)
+        if state:
+            query = query.where(t.state == state)
         with self.engine.connect() as conn:
             return [(r.id, _to_entry(r)) for r in conn.execute(query)]
 
