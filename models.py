@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
+from decimal import Decimal
 from enum import Enum
 from typing import Any, Literal
 
@@ -104,6 +105,24 @@ def stable_hash(value: Any) -> str:
     """sha256 of the canonical JSON of `value` (sorted keys), for recipe and generation keys."""
     blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+MICRO_USD = Decimal("0.000001")
+MAX_USD = Decimal("999999999999.999999")  # what the ledger's NUMERIC(18, 6) holds
+
+
+def exact_usd(value: Any) -> Decimal:
+    """Dollars as an exact Decimal to the micro-dollar; floats through their shortest repr
+    (0.0115, never 0.01149999…). Money is never summed as binary floats."""
+    try:
+        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    except ArithmeticError as exc:
+        raise ValueError(f"cost must be an amount of dollars (got {value!r})") from exc
+    if not amount.is_finite() or abs(amount) > MAX_USD:
+        raise ValueError(f"cost must be a finite amount of dollars, at most {MAX_USD} (got {value!r})")
+    amount = amount.quantize(MICRO_USD)
+    # Trailing zeros off, never an exponent: 0.0115, not 0.011500; 100, not 1E+2.
+    return amount.quantize(Decimal(1)) if amount == amount.to_integral_value() else amount.normalize()
 
 
 # --------------------------------------------------------------------------- the image-to-image contract
@@ -456,16 +475,35 @@ class LedgerEntry(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = None
     scores: dict[str, Any] = Field(default_factory=dict)
-    cost_usd: float = 0.0
+    cost_usd: Decimal = Decimal(0)
     timings: dict[str, float] = Field(default_factory=dict)
     state: str
     reason: str = ""
     target: str | None = None
+    target_key: str | None = None
     remote_ids: dict[str, Any] = Field(default_factory=dict)
     published_url: str | None = None
     phash: str | None = None
     flow_run_id: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @field_validator("cost_usd", mode="before")
+    @classmethod
+    def _exact_cost(cls, v: Any) -> Decimal:
+        return exact_usd(v)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_64bit(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v < 2**63:
+            raise ValueError(f"seed must be between 0 and 2**63-1 (got {v})")
+        return v
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        """Every ledger time is an instant: naive means UTC."""
+        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v
 
     @model_validator(mode="after")
     def _state_known(self) -> "LedgerEntry":

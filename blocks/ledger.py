@@ -4,98 +4,110 @@ Append-only rows (one per asset × recipe attempt) that are at once the audit
 trail (source, keys, provider jobs, outputs, parameters, seed, scores, cost,
 timings, final state) and the idempotency index (a source whose bytes and
 recipe already ended `published` or `quarantined` is not paid for again).
-SQLite by default; any SQLAlchemy URL (PostgreSQL for a fleet) works.
+Beside them, the provider job journal: every paid job is on record from the
+moment its price is reserved, so spend and budgets are true across crashes,
+processes and workers.
+
+SQLite by default; any SQLAlchemy URL (PostgreSQL for a fleet) works. The
+schema is created and upgraded in place by Alembic (`ledger_migrations/`). The
+URL is kept without its password: a password given in it moves to the
+`password` secret, so the URL can appear in flow parameters, logs and CLI
+output while the password never does.
 """
 
 from __future__ import annotations
 
 import threading
+import zlib
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field
-from sqlalchemy import (
-    JSON,
-    Column,
-    DateTime,
-    Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    and_,
-    func,
-    or_,
-    select,
+from pydantic import Field, SecretStr, field_validator, model_validator
+from sqlalchemy import Engine, and_, create_engine, event, func, inspect, or_, select, text
+from sqlalchemy.engine import URL, make_url
+
+from blocks.ledger_schema import (
+    SPENDING_STATES,
+    exact_usd,
+    ledger_table,
+    provider_jobs_table,
 )
+from models import BrandforgeError, JobHandle, LedgerEntry
 
-from models import LedgerEntry
-
-metadata = MetaData()
-
-ledger_table = Table(
-    "ledger",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("client", String(64), nullable=False, index=True),
-    Column("source_uri", Text, nullable=False),
-    Column("source_key", String(64), index=True),
-    Column("recipe", String(128)),
-    Column("recipe_key", String(64)),
-    Column("generation_key", String(64), index=True),
-    Column("provider", String(64)),
-    Column("model", String(256)),
-    Column("job_ids", JSON),
-    Column("output_uris", JSON),
-    Column("params", JSON),
-    Column("seed", Integer),
-    Column("scores", JSON),
-    Column("cost_usd", Float, nullable=False, default=0.0),
-    Column("timings", JSON),
-    Column("state", String(16), nullable=False, index=True),
-    Column("reason", Text),
-    Column("target", String(64)),
-    Column("remote_ids", JSON),
-    Column("published_url", Text),
-    Column("phash", String(64)),
-    Column("flow_run_id", String(64)),
-    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
-)
+MIGRATIONS = Path(__file__).with_name("ledger_migrations")
 
 # Final decisions: a rerun with the same source bytes and recipe does not redo them.
 # `failed` is not final: the next run tries again.
 DONE_STATES = ("published", "quarantined")
 
+
+class BudgetExceeded(BrandforgeError):
+    """A generation would take the client over its run or monthly budget."""
+
+
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
 
+def migrate(engine: Engine) -> None:
+    """Bring the ledger's schema to the newest revision, in place (a fresh database gets every table).
+
+    A ledger written before migrations existed (a `ledger` table, no version table) is stamped at
+    the first revision, then upgraded. On PostgreSQL an advisory lock keeps two workers that start
+    at once from migrating together.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(b"brandforge-ledger-migrate")})
+        config.attributes["connection"] = conn
+        tables = set(inspect(conn).get_table_names())
+        if "ledger" in tables and "brandforge_ledger_version" not in tables:
+            command.stamp(config, "0001")
+        command.upgrade(config, "head")
+
+
 def _engine(url: str) -> Engine:
-    """One engine per URL per process (blocks are re-instantiated freely)."""
+    """One engine per URL per process (blocks are re-instantiated freely), migrated on first use."""
     with _engines_lock:
         if url not in _engines:
-            kwargs = {}
-            if url.startswith("sqlite"):
+            kwargs: dict[str, Any] = {}
+            sqlite = url.startswith("sqlite")
+            if sqlite:
                 path = url.split("///", 1)[-1]
                 if path and path != ":memory:":
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                 kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            engine = create_engine(url, future=True, **kwargs)
-            if url.startswith("sqlite"):
+            else:
+                kwargs["pool_pre_ping"] = True
+            engine = create_engine(url, future=True, hide_parameters=True, **kwargs)
+            if sqlite:
 
                 @event.listens_for(engine, "connect")
-                def _wal(dbapi_conn, _record):  # concurrent readers while a worker writes
+                def _connect(dbapi_conn, _record):
+                    # WAL: readers go on while a worker writes. isolation_level=None hands transaction
+                    # control to us, so every transaction can BEGIN IMMEDIATE: writers queue for the
+                    # database's lock at the start, and a budget check-then-reserve is atomic across
+                    # processes as it is under PostgreSQL's advisory lock.
+                    dbapi_conn.isolation_level = None
                     cur = dbapi_conn.cursor()
                     cur.execute("PRAGMA journal_mode=WAL")
                     cur.execute("PRAGMA busy_timeout=30000")
                     cur.close()
 
-            metadata.create_all(engine)
+                @event.listens_for(engine, "begin")
+                def _begin(conn):
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+            migrate(engine)
             _engines[url] = engine
         return _engines[url]
 
@@ -111,18 +123,81 @@ def _to_entry(row) -> LedgerEntry:
     return LedgerEntry.model_validate(data)
 
 
+def month_start(now: datetime | None = None) -> datetime:
+    now = now or datetime.now(timezone.utc)
+    return now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A journalled provider job (see `blocks.ledger_schema.provider_jobs_table`)."""
+
+    id: int
+    client: str
+    provider: str
+    job_id: str | None
+    request_key: str | None
+    generation_key: str | None
+    cost_usd: Decimal
+    state: str
+    handle: JobHandle | None
+
+
+def _to_job(row) -> JobRecord:
+    return JobRecord(
+        id=row.id, client=row.client, provider=row.provider, job_id=row.job_id, request_key=row.request_key,
+        generation_key=row.generation_key, cost_usd=row.cost_usd, state=row.state,
+        handle=JobHandle.model_validate(row.handle) if row.handle else None,
+    )
+
+
 class Ledger(Block):
-    """Audit record and idempotency index (SQLite by default, any SQLAlchemy URL)."""
+    """Audit record, idempotency index and provider job journal (SQLite by default, any SQLAlchemy URL)."""
 
     _block_type_name = "Brandforge Ledger"
     _block_type_slug = "brandforge-ledger"
-    _description = "Append-only record of every asset: keys, jobs, outputs, parameters, scores, cost, state."
+    _description = "Append-only record of every asset and every paid provider job: keys, jobs, outputs, parameters, scores, cost, state."
 
-    url: str = Field("sqlite:///.brandforge/ledger.db", description="SQLAlchemy URL, e.g. postgresql+psycopg://…")
+    url: str = Field(
+        "sqlite:///.brandforge/ledger.db",
+        description="SQLAlchemy URL without the password, e.g. postgresql+psycopg://brandforge@db:5432/brandforge.",
+    )
+    password: SecretStr | None = Field(None, description="Database password (kept secret; never part of the URL).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_out_of_url(cls, data: Any) -> Any:
+        """A password written into the URL moves to the `password` secret."""
+        if isinstance(data, dict) and isinstance(data.get("url"), str):
+            try:
+                parsed = make_url(data["url"])
+            except Exception:  # noqa: BLE001 - the field validator names the problem
+                return data
+            if parsed.password is not None:
+                bare = URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query)
+                data = {**data, "url": bare.render_as_string(hide_password=False)}
+                if not data.get("password"):
+                    data["password"] = str(parsed.password)
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            parsed = make_url(v)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's parse errors vary
+            raise ValueError(f"url must be an SQLAlchemy database URL such as sqlite:///ledger.db or "
+                             f"postgresql+psycopg://user@host/db (got {v!r})") from exc
+        return parsed.render_as_string(hide_password=False)
 
     @property
     def engine(self) -> Engine:
-        return _engine(self.url)
+        url = make_url(self.url)
+        if self.password is not None:
+            url = url.set(password=self.password.get_secret_value())
+        return _engine(url.render_as_string(hide_password=False))
+
+    # ------------------------------------------------------------------ the asset rows
 
     def record(self, entry: LedgerEntry) -> int:
         row = entry.model_dump()
@@ -141,10 +216,15 @@ class Ledger(Block):
         t = ledger_table.c
         return self._latest(t.client == client, t.source_key == source_key, t.recipe_key == recipe_key, t.state.in_(DONE_STATES))
 
-    def published_for_generation(self, generation_key: str) -> LedgerEntry | None:
-        t = ledger_table.c
-        return self._latest(t.generation_key == generation_key, t.state == "published")
+    def published_for_generation(self, client: str, target_key: str, generation_key: str) -> LedgerEntry | None:
+        """This client's publish of this generation to this very target instance, if any.
 
+        All three must match: another client's publish (even of identical bytes and recipe)
+        or another target (another bucket, site or gallery) is never reused as a receipt.
+        """
+        t = ledger_table.c
+        return self._latest(t.client == client, t.target_key == target_key, t.generation_key == generation_key,
+                            t.state == "published")
     def regeneration_notes(self, client: str, source_key: str, recipe_key: str) -> list[str]:
         """Reviewers' notes of every 'regenerate' answer for these bytes and this recipe, oldest first."""
         t = ledger_table.c
@@ -183,10 +263,12 @@ class Ledger(Block):
         self, client: str | None = None, since: datetime | None = None, until: datetime | None = None,
         state: str | None = None,
     ) -> list[tuple[int, LedgerEntry]]:
-        """(row id, entry) in id order, `since` inclusive and `until` exclusive: the compliance export."""
+        """(row id, entry) in id order, `since` inclusive and `until` exclusive: the compliance export.
+
+        `client=None` means every client's rows: callers acting for one client always pass it."""
         t = ledger_table.c
         query = select(ledger_table).order_by(t.id)
-        if client:
+        if client is not None:
             query = query.where(t.client == client)
         if since:
             query = query.where(t.created_at >= since)
@@ -197,8 +279,8 @@ class Ledger(Block):
         with self.engine.connect() as conn:
             return [(r.id, _to_entry(r)) for r in conn.execute(query)]
 
-    def lineage(self, ref: str) -> list[tuple[int, LedgerEntry]]:
-        """Every row about the image `ref` names, oldest first.
+    def lineage(self, ref: str, client: str | None) -> list[tuple[int, LedgerEntry]]:
+        """Every row of `client` about the image `ref` names, oldest first (`client=None`: any client's).
 
         `ref` is a published URL, a generation key (or a prefix of 8+ characters), a
         ledger row id, or a remote id or URL a target returned (a post id, a media URL,
@@ -207,16 +289,17 @@ class Ledger(Block):
         """
         t = ledger_table.c
         ref = ref.strip()
+        mine = [t.client == client] if client is not None else []
         hits = [t.published_url == ref, t.generation_key == ref]
-        if ref.isdigit():
+        if ref.isdigit() and int(ref) < 2**63:
             hits.append(t.id == int(ref))
         if len(ref) >= 8 and all(c in "0123456789abcdef" for c in ref):
             hits.append(t.generation_key.startswith(ref))
         with self.engine.connect() as conn:
-            found = list(conn.execute(select(ledger_table).where(or_(*hits))))
+            found = list(conn.execute(select(ledger_table).where(or_(*hits), *mine)))
             if not found:  # remote ids live in JSON, whose operators differ per database: scan published rows
                 found = [
-                    r for r in conn.execute(select(ledger_table).where(t.state == "published"))
+                    r for r in conn.execute(select(ledger_table).where(t.state == "published", *mine))
                     if ref in {str(v) for v in (r.remote_ids or {}).values()}
                 ]
             keys = {r.generation_key for r in found if r.generation_key}
@@ -225,16 +308,98 @@ class Ledger(Block):
                 select(ledger_table).where(or_(
                     t.id.in_([r.id for r in found]), t.generation_key.in_(keys),
                     and_(t.source_key.in_(sources), t.generation_key.is_(None)),  # attempts that failed before a key existed
-                )).order_by(t.id)
+                ), *mine).order_by(t.id)
             )) if found else []
         return [(r.id, _to_entry(r)) for r in related]
 
-    def spent(self, client: str, since: datetime | None = None) -> float:
-        """What this client's generations cost since `since` (the start of this month by default)."""
-        if since is None:
-            now = datetime.now(timezone.utc)
-            since = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        t = ledger_table.c
-        query = select(func.coalesce(func.sum(t.cost_usd), 0.0)).where(t.client == client, t.created_at >= since)
+    # ------------------------------------------------------------------ spend: the provider job journal
+
+    def spent(self, client: str, since: datetime | None = None, run_key: str | None = None) -> Decimal:
+        """What this client's provider jobs cost since `since` (the start of this month by default),
+        or within one run. Counts every job from the moment its price was reserved, until the
+        provider refused it: a job in flight, or one whose asset later failed, is money spent."""
+        j = provider_jobs_table.c
+        query = select(func.coalesce(func.sum(j.cost_usd), Decimal(0))).where(j.client == client, j.state.in_(SPENDING_STATES))
+        if run_key is not None:
+            query = query.where(j.run_key == run_key)
+        else:
+            query = query.where(j.created_at >= (since or month_start()))
         with self.engine.connect() as conn:
-            return float(conn.execute(query).scalar_one())
+            return exact_usd(conn.execute(query).scalar_one() or 0)
+
+    def reserve_job(
+        self, *, client: str, provider: str, model: str | None, amount: Decimal | float, request_key: str,
+        generation_key: str | None = None, source_uri: str | None = None, run_key: str | None = None,
+        run_budget_usd: float | None = None, monthly_budget_usd: float | None = None, flow_run_id: str | None = None,
+    ) -> int:
+        """Hold `amount` for one job about to be submitted, or raise BudgetExceeded with the figures.
+
+        Check and reservation are one transaction under a lock of the whole ledger (SQLite's
+        BEGIN IMMEDIATE) or of this client (a PostgreSQL advisory lock): two workers cannot
+        both spend a client's last dollars. Returns the journal row's id.
+        """
+        amount = exact_usd(amount)
+        now = datetime.now(timezone.utc)
+        j = provider_jobs_table.c
+        spend = select(func.coalesce(func.sum(j.cost_usd), Decimal(0))).where(j.client == client, j.state.in_(SPENDING_STATES))
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(f"brandforge-spend-{client}".encode())})
+            if amount > 0 and run_budget_usd is not None and run_key is not None:
+                run = exact_usd(conn.execute(spend.where(j.run_key == run_key)).scalar_one() or 0)
+                if run + amount > exact_usd(run_budget_usd):
+                    raise BudgetExceeded(f"run budget exhausted: ${run:.2f} of ${run_budget_usd:.2f} spent, "
+                                         f"next generation costs ${amount:.2f}")
+            if amount > 0 and monthly_budget_usd is not None:
+                month = exact_usd(conn.execute(spend.where(j.created_at >= month_start(now))).scalar_one() or 0)
+                if month + amount > exact_usd(monthly_budget_usd):
+                    raise BudgetExceeded(f"monthly budget exhausted: ${month:.2f} of ${monthly_budget_usd:.2f} spent, "
+                                         f"next generation costs ${amount:.2f}")
+            result = conn.execute(provider_jobs_table.insert().values(
+                client=client, run_key=run_key, provider=provider, model=model, request_key=request_key,
+                generation_key=generation_key, source_uri=source_uri, cost_usd=amount, state="reserved",
+                flow_run_id=flow_run_id, created_at=now, updated_at=now,
+            ))
+            return int(result.inserted_primary_key[0])
+
+    def _update_job(self, row_id: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(provider_jobs_table.update().where(provider_jobs_table.c.id == row_id)
+                         .values(**values, updated_at=datetime.now(timezone.utc)))
+
+    def job_accepted(self, row_id: int, handle: JobHandle, cost_usd: Decimal | float | None = None) -> None:
+        """The provider accepted the job: its id and handle are on record (a rerun resumes it), and so is its cost."""
+        values: dict[str, Any] = {"state": "submitted", "job_id": handle.job_id, "handle": handle.model_dump(mode="json")}
+        if cost_usd is not None:
+            values["cost_usd"] = exact_usd(cost_usd)
+        self._update_job(row_id, **values)
+
+    def job_finished(self, row_id: int, *, succeeded: bool, reason: str = "") -> None:
+        """The provider finished the job (its cost stands either way: providers bill failed jobs' compute)."""
+        self._update_job(row_id, state="succeeded" if succeeded else "failed", reason=reason[:1000] or None)
+
+    def job_released(self, row_id: int, reason: str) -> None:
+        """The provider refused the submission: no job exists, nothing was spent."""
+        self._update_job(row_id, state="released", cost_usd=Decimal(0), reason=reason[:1000])
+
+    def open_job(self, client: str, request_key: str) -> JobRecord | None:
+        """This client's newest accepted, unfinished job for this exact request: a rerun resumes it
+        instead of paying for a new one (a worker died, or a task retry outlived the wait)."""
+        j = provider_jobs_table.c
+        query = (select(provider_jobs_table)
+                 .where(j.client == client, j.request_key == request_key, j.state == "submitted")
+                 .order_by(j.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _to_job(row) if row else None
+
+    def jobs(self, client: str | None, since: datetime | None = None) -> list[JobRecord]:
+        """The journal in id order (`client=None`: every client's)."""
+        j = provider_jobs_table.c
+        query = select(provider_jobs_table).order_by(j.id)
+        if client is not None:
+            query = query.where(j.client == client)
+        if since is not None:
+            query = query.where(j.created_at >= since)
+        with self.engine.connect() as conn:
+            return [_to_job(r) for r in conn.execute(query)]

@@ -8,7 +8,11 @@ call tasks through `.fn` or the pure helpers directly.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,55 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on 127.0.0.1 (Debian's postgresql package), for the whole session.
+
+    Yields its URL without a database; `ledger_url` makes a fresh database per test. Trust
+    authentication: any password is accepted, so tests can give distinctive ones.
+    """
+    bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed: run `bash scripts/system-deps.sh` (installs Debian's postgresql)")
+    user = "postgres" if os.geteuid() == 0 else None  # postgres refuses to run as root
+    as_user = ["runuser", "-u", user, "--"] if user else []
+    # Outside pytest's tmp tree: its parents are private to root, and postgres must reach its folder.
+    root = Path(tempfile.mkdtemp(prefix="bf-pg-"))
+    if user:
+        shutil.chown(root, user)
+    data = root / "data"
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "brandforge", "--auth=trust"], check=True, capture_output=True)
+    port = free_port()
+    log = data.parent / "pg.log"
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
+                    f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://brandforge@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def new_postgres_database(server_url: str) -> str:
+    """A fresh, empty database on the test server; returns its URL."""
+    import psycopg
+
+    name = f"bf_{uuid.uuid4().hex[:12]}"
+    dsn = server_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{server_url}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path) -> str:
+    """A fresh, empty ledger database: every ledger test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return new_postgres_database(request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture

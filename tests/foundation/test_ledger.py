@@ -1,28 +1,33 @@
-"""The ledger: append-only rows, idempotency lookups and spend — on SQLite and PostgreSQL."""
+"""The ledger: append-only rows, idempotency lookups, the job journal and spend.
+
+Every test here runs twice, on SQLite and on a real PostgreSQL (the `ledger_url`
+fixture): SQLite checks no column width, PostgreSQL does, and a production
+ledger is PostgreSQL.
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from decimal import Decimal
 
 import pytest
+from sqlalchemy import create_engine, inspect, text
 
-from blocks.ledger import Ledger
-from models import LedgerEntry
-from tests.conftest import free_port
+from blocks.ledger import BudgetExceeded, Ledger
+from blocks.ledger_schema import ledger_table
+from models import JobHandle, LedgerEntry
 
 
 def entry(**kw) -> LedgerEntry:
-    base = dict(client="acme", source_uri="file:///a.png", source_key="s1", recipe_key="r1", generation_key="g1", state="published", cost_usd=0.04)
+    base = dict(client="acme", source_uri="file:///a.png", source_key="s1", recipe_key="r1", generation_key="g1",
+                state="published", cost_usd=0.04, target="s3", target_key="t1")
     return LedgerEntry(**{**base, **kw})
 
 
-def exercise(ledger: Ledger) -> None:
+def test_rows_lookups_and_concurrent_writers(ledger_url):
+    ledger = Ledger(url=ledger_url)
     assert ledger.finished("acme", "s1", "r1") is None
     ledger.record(entry(state="failed", reason="generate: timeout", cost_usd=0.0))
     assert ledger.finished("acme", "s1", "r1") is None  # failure is not final
@@ -30,56 +35,207 @@ def exercise(ledger: Ledger) -> None:
     done = ledger.finished("acme", "s1", "r1")
     assert done and done.state == "published" and done.job_ids == ["j1"] and done.scores["variant-0"]["sharpness"] == 80.5
     assert ledger.finished("acme", "s1", "r2") is None  # another recipe is another decision
-    assert ledger.published_for_generation("g1").published_url == "https://cms/1"
+    assert ledger.published_for_generation("acme", "t1", "g1").published_url == "https://cms/1"
     ledger.record(entry(source_key="s2", generation_key="g2", state="quarantined", reason="sharpness 3.0"))
     assert ledger.finished("acme", "s2", "r1").reason == "sharpness 3.0"
-    assert ledger.spent("acme") == pytest.approx(0.08)
-    assert ledger.spent("other") == 0.0
     assert len(ledger.entries(client="acme")) == 3
     assert len(ledger.entries(client="acme", state="failed")) == 1
-    assert ledger.entries(since=datetime.now(timezone.utc) + timedelta(hours=1)) == []
+    assert ledger.entries(client="acme", since=datetime.now(timezone.utc) + timedelta(hours=1)) == []
     # Many workers writing at once lose nothing.
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: ledger.record(entry(source_key=f"c{i}", generation_key=f"gc{i}")), range(40)))
     assert len(ledger.entries(client="acme")) == 43
 
 
+def test_the_reproduction_seed_2_31_is_recorded(ledger_url):
+    """The issue's reproduction: PostgreSQL answered 'integer out of range'."""
+    ledger = Ledger(url=ledger_url)
+    ledger.record(LedgerEntry(client="x", source_uri="u", state="failed", seed=2**31))
+    (row,) = ledger.entries(client="x")
+    assert row.seed == 2**31
+
+
+@pytest.mark.parametrize("seed", [0, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**63 - 1])
+def test_seed_boundaries(ledger_url, seed):
+    ledger = Ledger(url=ledger_url)
+    ledger.record(entry(seed=seed))
+    assert ledger.entries(client="acme")[0].seed == seed
+
+
+def test_seed_out_of_64_bits_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match=r"seed must be between 0 and 2\*\*63-1"):
+        entry(seed=2**63)
+    with pytest.raises(ValueError, match="seed must be between"):
+        entry(seed=-1)
+
+
+@pytest.mark.parametrize("cost", ["0", "0.000001", "0.0115", "12.5", "999999999999.999999"])
+def test_cost_boundaries_are_exact(ledger_url, cost):
+    ledger = Ledger(url=ledger_url)
+    ledger.record(entry(cost_usd=Decimal(cost)))
+    assert ledger.entries(client="acme")[0].cost_usd == Decimal(cost)
+
+
+def test_costs_are_exact_decimals_and_sum_exactly(ledger_url):
+    ledger = Ledger(url=ledger_url)
+    for amount in (0.1, 0.2, 0.0115):  # floats in: their shortest repr is what is stored
+        ledger.record(entry(cost_usd=amount))
+        rid = ledger.reserve_job(client="acme", provider="replicate", model="m", amount=amount, request_key="k")
+        ledger.job_accepted(rid, JobHandle(provider="replicate", job_id=f"job-{amount}"))
+    assert [e.cost_usd for e in ledger.entries(client="acme")] == [Decimal("0.1"), Decimal("0.2"), Decimal("0.0115")]
+    assert ledger.spent("acme") == Decimal("0.3115")  # 0.1 + 0.2 is 0.3 here, not 0.30000000000000004
+    with pytest.raises(ValueError, match="cost must be a finite amount"):
+        entry(cost_usd=float("nan"))
+    with pytest.raises(ValueError, match="at most 999999999999.999999"):
+        entry(cost_usd=Decimal("1e12"))
+
+
+def test_timestamps_keep_their_instant_and_come_back_in_utc(ledger_url):
+    ledger = Ledger(url=ledger_url)
+    berlin = timezone(timedelta(hours=1))
+    ledger.record(entry(created_at=datetime(2026, 11, 30, 23, 30, tzinfo=berlin)))
+    ledger.record(entry(created_at=datetime(2026, 12, 1, 0, 15)))  # naive means UTC
+    first, second = ledger.entries(client="acme")
+    assert first.created_at == datetime(2026, 11, 30, 22, 30, tzinfo=timezone.utc) and first.created_at.tzinfo is not None
+    assert second.created_at == datetime(2026, 12, 1, 0, 15, tzinfo=timezone.utc)
+    # The range filter compares instants: 23:30 in Berlin is still November in UTC.
+    since = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    assert [e.created_at for e in ledger.entries(client="acme", since=since)] == [second.created_at]
+
+
+def test_ids_are_64_bit_and_text_columns_hold_their_widest_values(ledger_url):
+    ledger = Ledger(url=ledger_url)
+    big = 2**40
+    with ledger.engine.begin() as conn:
+        conn.execute(ledger_table.insert().values(**entry().model_dump(), id=big))
+    long = dict(client="c" * 64, source_uri="s3://b/" + "k" * 5000, source_key="a" * 64, recipe="r" * 128,
+                recipe_key="b" * 64, generation_key="f" * 64, provider="p" * 64, model="m" * 256, state="quarantined",
+                reason="x" * 10_000, target="t" * 64, target_key="e" * 64, phash="0" * 64, flow_run_id="9" * 64)
+    ledger.record(LedgerEntry(**long))
+    ((row_id, row),) = ledger.lineage(str(big), client="acme")
+    assert row_id == big
+    (wide,) = ledger.entries(client="c" * 64)
+    assert wide.model_dump(include=set(long)) == long
+    columns = {c["name"]: c["type"] for c in inspect(ledger.engine).get_columns("ledger")}
+    if ledger.engine.dialect.name == "postgresql":
+        assert str(columns["id"]) == "BIGINT" and str(columns["seed"]) == "BIGINT"
+        assert str(columns["cost_usd"]) == "NUMERIC(18, 6)"
+        assert columns["created_at"].timezone is True
+
+
+def test_receipts_are_scoped_by_client_target_and_generation(ledger_url):
+    ledger = Ledger(url=ledger_url)
+    ledger.record(entry(client="a", target_key="bucket-a", published_url="s3://a/x.png"))
+    assert ledger.published_for_generation("a", "bucket-a", "g1").published_url == "s3://a/x.png"
+    assert ledger.published_for_generation("b", "bucket-a", "g1") is None  # another client
+    assert ledger.published_for_generation("a", "bucket-b", "g1") is None  # another target instance
+    assert ledger.published_for_generation("a", "bucket-a", "g2") is None  # another generation
+
+
+def test_lineage_and_rows_stay_within_the_client(ledger_url):
+    ledger = Ledger(url=ledger_url)
+    ledger.record(entry(client="a", generation_key="aa" * 32, published_url="https://a/1"))
+    ledger.record(entry(client="b", generation_key="bb" * 32, published_url="https://b/1", remote_ids={"post_id": 7}))
+    assert ledger.lineage("bb" * 32, client="a") == []
+    assert ledger.lineage("https://b/1", client="a") == [] and ledger.lineage("7", client="a") == []
+    assert [e.client for _, e in ledger.lineage("bb" * 32, client="b")] == ["b"]
+    assert {e.client for _, e in ledger.rows(client="a")} == {"a"}
+    assert {e.client for _, e in ledger.rows(client=None)} == {"a", "b"}
+
+
+def test_job_journal_spend_is_on_record_from_the_reservation(ledger_url):
+    ledger = Ledger(url=ledger_url)
+    rid = ledger.reserve_job(client="acme", provider="replicate", model="sdxl", amount=0.05, request_key="k1",
+                             generation_key="g1", run_key="run-1")
+    assert ledger.spent("acme") == Decimal("0.05")  # in flight: the worker may die now, the money is counted
+    handle = JobHandle(provider="replicate", job_id="job-1", status_url="https://api.replicate.com/v1/predictions/job-1")
+    ledger.job_accepted(rid, handle, cost_usd=0.0115)
+    assert ledger.spent("acme") == Decimal("0.0115") and ledger.spent("acme", run_key="run-1") == Decimal("0.0115")
+    resumed = ledger.open_job("acme", "k1")
+    assert resumed and resumed.handle == handle and resumed.job_id == "job-1"
+    assert ledger.open_job("other", "k1") is None  # another client's job is never resumed
+    ledger.job_finished(rid, succeeded=True)
+    assert ledger.open_job("acme", "k1") is None and ledger.spent("acme") == Decimal("0.0115")
+    refused = ledger.reserve_job(client="acme", provider="replicate", model="sdxl", amount=0.05, request_key="k2")
+    ledger.job_released(refused, "422: invalid input")
+    assert ledger.spent("acme") == Decimal("0.0115")
+    assert [j.state for j in ledger.jobs("acme")] == ["succeeded", "released"]
+
+
+def test_budget_holds_against_concurrent_workers(ledger_url):
+    """Eight workers race for a $0.50 month at $0.10 a job: exactly five get through."""
+    ledger = Ledger(url=ledger_url)
+    ledger.spent("acme")  # migrate once before the race
+    barrier = threading.Barrier(8)
+
+    def attempt(i: int) -> bool:
+        barrier.wait()
+        try:
+            Ledger(url=ledger_url).reserve_job(client="acme", provider="p", model=None, amount=0.1,
+                                              request_key=f"k{i}", monthly_budget_usd=0.5)
+            return True
+        except BudgetExceeded:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        granted = list(pool.map(attempt, range(8)))
+    assert granted.count(True) == 5 and ledger.spent("acme") == Decimal("0.5")
+    with pytest.raises(BudgetExceeded, match=r"monthly budget exhausted: \$0.50 of \$0.50 spent, next generation costs \$0.10"):
+        ledger.reserve_job(client="acme", provider="p", model=None, amount=0.1, request_key="k", monthly_budget_usd=0.5)
+    # A run budget counts only that run's jobs; another client is untouched.
+    ledger.reserve_job(client="acme", provider="p", model=None, amount=0.2, request_key="r", run_key="run-2", run_budget_usd=0.3)
+    with pytest.raises(BudgetExceeded, match="run budget exhausted"):
+        ledger.reserve_job(client="acme", provider="p", model=None, amount=0.2, request_key="r", run_key="run-2", run_budget_usd=0.3)
+    ledger.reserve_job(client="other", provider="p", model=None, amount=0.1, request_key="k", monthly_budget_usd=0.5)
+
+
+def test_an_existing_ledger_upgrades_in_place(ledger_url):
+    """A ledger written by brandforge 0.1 (32-bit seed, float cost, no version table) is migrated, rows kept."""
+    import sqlalchemy as sa
+
+    # The table exactly as brandforge 0.1 declared it (SERIAL id on PostgreSQL).
+    old_table = sa.Table(
+        "ledger", sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        *(sa.Column(name, sa.String(64)) for name in ("source_key", "recipe_key", "generation_key", "provider",
+                                                       "target", "phash", "flow_run_id")),
+        sa.Column("client", sa.String(64), nullable=False), sa.Column("source_uri", sa.Text, nullable=False),
+        sa.Column("recipe", sa.String(128)), sa.Column("model", sa.String(256)),
+        *(sa.Column(name, sa.JSON) for name in ("job_ids", "output_uris", "params", "scores", "timings", "remote_ids")),
+        sa.Column("seed", sa.Integer), sa.Column("cost_usd", sa.Float, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False), sa.Column("reason", sa.Text), sa.Column("published_url", sa.Text),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    old = create_engine(ledger_url)
+    old_table.metadata.create_all(old)
+    with old.begin() as conn:
+        conn.execute(old_table.insert().values(client="acme", source_uri="file:///old.png", seed=12345, cost_usd=0.0115,
+                                               state="published", reason="", created_at=datetime(2026, 11, 2, 9, 5, tzinfo=timezone.utc)))
+    old.dispose()
+    ledger = Ledger(url=ledger_url)
+    (kept,) = ledger.entries(client="acme")
+    assert kept.source_uri == "file:///old.png" and kept.seed == 12345 and kept.cost_usd == Decimal("0.0115")
+    assert kept.created_at == datetime(2026, 11, 2, 9, 5, tzinfo=timezone.utc)
+    ledger.record(entry(seed=2**40))
+    assert ledger.entries(client="acme")[-1].seed == 2**40
+    with ledger.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM brandforge_ledger_version")).scalar_one() == "0002"
+
+
+def test_the_password_is_a_secret_not_part_of_the_url(ledger_url):
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("SQLite has no password")
+    with_password = ledger_url.replace("brandforge@", "brandforge:S3cr3t-PW-4711@")
+    ledger = Ledger(url=with_password)
+    assert "S3cr3t-PW-4711" not in ledger.url and ledger.password.get_secret_value() == "S3cr3t-PW-4711"
+    assert "S3cr3t-PW-4711" not in repr(ledger) and "S3cr3t-PW-4711" not in str(ledger.model_dump())
+    ledger.record(entry())  # the engine still gets it (trust auth accepts any password)
+    assert len(ledger.entries(client="acme")) == 1
+
+
 def test_state_must_be_known():
     with pytest.raises(ValueError, match="state must be one of published, quarantined, failed"):
         entry(state="done")
-
-
-def test_sqlite_ledger(tmp_path):
-    exercise(Ledger(url=f"sqlite:///{tmp_path / 'ledger.db'}"))
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1 (Debian's postgresql package)."""
-    bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed: run `bash scripts/system-deps.sh` (installs Debian's postgresql)")
-    user = "postgres" if os.geteuid() == 0 else None  # postgres refuses to run as root
-    as_user = ["runuser", "-u", user, "--"] if user else []
-    # Outside pytest's tmp tree: its parents are private to root, and postgres must reach its folder.
-    root = Path(tempfile.mkdtemp(prefix="bf-pg-"))
-    if user:
-        shutil.chown(root, user)
-    data = root / "data"
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "brandforge", "--auth=trust"], check=True, capture_output=True)
-    port = free_port()
-    log = data.parent / "pg.log"
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
-                    f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://brandforge@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_postgresql_ledger(postgres_url):
-    exercise(Ledger(url=postgres_url))
 
 
 def test_orchestration_failure_is_recorded_not_lost(tmp_path):
