@@ -16,7 +16,7 @@ from typing import Literal, Union
 from prefect.blocks.core import Block
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, SerializationInfo, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from blocks.aesthetic import AestheticModel
 from blocks.c2pa_signer import C2paSigner
@@ -30,7 +30,24 @@ from models import GateThresholds, InvalidInput, Recipe, RoutingRule
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 PROMPT_SLOTS = {"subject", "style", "palette", "client", "extra"}
+SHARED_BLOCK_PREFIX = "shared-"
+
+
+def owns_block(client_id: str, block_name: str) -> bool:
+    """Tenancy rule for saved blocks a profile names: a client uses its own blocks (named after it:
+    `acme`, `acme-replicate`) and blocks explicitly marked shared (`shared-…`), never another client's."""
+    return block_name == client_id or block_name.startswith(f"{client_id}-") or block_name.startswith(SHARED_BLOCK_PREFIX)
+
+
+def foreign_block_error(client_id: str, block_name: str, what: str) -> str:
+    return (f"{what} names block {block_name!r}, which is not client {client_id!r}'s: a profile may use only its "
+            f"own blocks (named {client_id!r} or '{client_id}-…') or shared ones (named '{SHARED_BLOCK_PREFIX}…')")
 ANCHORS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
+
+
+def is_anonymous_name(name: str) -> bool:
+    """Blocks saved inline with a profile get generated names (anonymous documents): they are its own."""
+    return name.startswith("anonymous-")
 
 
 class ClientProfile(Block):
@@ -119,6 +136,21 @@ class ClientProfile(Block):
         if self.default_recipe not in names:
             raise ValueError(f"default_recipe {self.default_recipe!r} is not a recipe; known recipes: {names}")
         return self
+
+    @model_serializer(mode="wrap")
+    def ser_model(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):
+        """Prefect saves and loads blocks with a serialization context; any other JSON rendering of a
+        profile (a flow run's parameters, a log, an event) is its name only: none of its blocks'
+        settings or credentials (a URL, an access key id) ever reach the API that way."""
+        if info.mode == "json" and not info.context:
+            return {"client_id": self.client_id, "profile_block": self._block_document_name}
+        return super().ser_model(handler, info)
+
+    def foreign_blocks(self) -> list[str]:
+        """Names of saved blocks this profile embeds that belong to another client (see `owns_block`)."""
+        nested = (self.source, self.provider, self.target, self.ledger, self.refiner, self.c2pa_signer, self.aesthetic)
+        names = [getattr(b, "_block_document_name", None) for b in nested if b is not None]
+        return [n for n in names if n and not is_anonymous_name(n) and not owns_block(self.client_id, n)]
 
     def recipe(self, name: str) -> Recipe:
         for r in self.recipes:

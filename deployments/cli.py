@@ -1,12 +1,15 @@
 """The `brandforge` command: audit one published image, export the ledger for compliance.
 
-    brandforge audit <published URL | generation key | ledger row id | remote id> [--artifact]
-    brandforge export --since 2026-11-01 --until 2026-12-01 --format csv > november.csv
+    brandforge audit <published URL | generation key | ledger row id | remote id> --client acme [--artifact]
+    brandforge export --client acme --since 2026-11-01 --until 2026-12-01 --format csv > november.csv
 
-Both read the ledger only (never a CMS, never a secret). The ledger is the one
-at `--ledger` (a SQLAlchemy URL), else the one of client profile `--client`
-(needs the Prefect API), else `$BRANDFORGE_LEDGER_URL`, else the default
-`sqlite:///.brandforge/ledger.db` that `make run` writes.
+Both read the ledger only (never a CMS, never a secret) and show one client's
+rows: `--client NAME` is required, or `--all-clients` for an operator who may
+see every tenant. The ledger is the one at `--ledger` (a SQLAlchemy URL; a
+password in it is kept secret, or give it in `$BRANDFORGE_LEDGER_PASSWORD`),
+else the one of client profile `--client` (needs the Prefect API), else
+`$BRANDFORGE_LEDGER_URL`, else the default `sqlite:///.brandforge/ledger.db`
+that `make run` writes. No output ever carries the ledger's password.
 """
 
 from __future__ import annotations
@@ -41,13 +44,14 @@ def parse_when(value: str, *, end: bool = False) -> datetime:
 
 
 def resolve_ledger(args: argparse.Namespace) -> Ledger:
+    password = os.environ.get("BRANDFORGE_LEDGER_PASSWORD") or None
     if args.ledger:
-        return Ledger(url=args.ledger)
+        return Ledger(url=args.ledger, password=password)
     if args.client:
-        from blocks.client_profile import ClientProfile
+        from tasks.profiles import load_profile
 
-        return ClientProfile.load(args.client).ledger
-    return Ledger(url=os.environ.get("BRANDFORGE_LEDGER_URL") or Ledger().url)
+        return load_profile(args.client).ledger
+    return Ledger(url=os.environ.get("BRANDFORGE_LEDGER_URL") or Ledger().url, password=password)
 
 
 def export_rows(rows: list[tuple[int, LedgerEntry]], fmt: str, out: TextIO) -> None:
@@ -67,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brandforge", description="Audit and export brandforge's ledger.")
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--ledger", help="SQLAlchemy URL of the ledger (default: $BRANDFORGE_LEDGER_URL or sqlite:///.brandforge/ledger.db)")
-    where.add_argument("--client", help="use the ledger of this client's saved ClientProfile block")
+    where.add_argument("--client", help="show only this client's rows; without --ledger, read its ClientProfile's ledger")
+    where.add_argument("--all-clients", action="store_true", help="show every client's rows (operators only)")
     sub = parser.add_subparsers(dest="command", required=True)
     audit = sub.add_parser("audit", parents=[where], help="print the full lineage of one published image")
     audit.add_argument("ref", help="published URL, generation key (or 8+ character prefix), ledger row id, or a target's remote id/URL")
@@ -77,21 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", type=lambda v: parse_when(v, end=True), help="last day included, or an instant excluded")
     export.add_argument("--format", choices=["csv", "json"], default="csv", help="csv (default) or json")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
-    export.add_argument("--filter-client", dest="only_client", help="only rows of this client id")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.client) == bool(args.all_clients):
+        parser.error(f"{args.command}: name the client whose rows to show (--client NAME), or give --all-clients")
+    only = None if args.all_clients else args.client
     ledger = resolve_ledger(args)
     if args.command == "audit":
-        rows = ledger.lineage(args.ref)
+        rows = ledger.lineage(args.ref, client=only)
         if not rows:
-            print(f"brandforge audit: nothing in the ledger at {ledger.url} matches {args.ref!r} "
+            whose = "any client" if only is None else f"client {only!r}"
+            print(f"brandforge audit: nothing of {whose} in the ledger at {ledger.url} matches {args.ref!r} "
                   "(give a published URL, a generation key, a ledger row id or a remote id)", file=sys.stderr)
             return 1
         if args.artifact:
-            print(audit_image(args.ref, ledger.url))
+            print(audit_image(args.ref, client=only, ledger=ledger))
             print(f"\nPrefect artifact: {artifact_key(rows)}", file=sys.stderr)
         else:
             print(render_lineage(rows))
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.since and args.until and args.until <= args.since:
         print(f"brandforge export: --until ({args.until:%Y-%m-%d %H:%M}) must be after --since ({args.since:%Y-%m-%d %H:%M})", file=sys.stderr)
         return 2
-    rows = ledger.rows(client=args.only_client, since=args.since, until=args.until)
+    rows = ledger.rows(client=only, since=args.since, until=args.until)
     if args.output:
         with open(args.output, "w", newline="") as out:
             export_rows(rows, args.format, out)

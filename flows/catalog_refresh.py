@@ -28,7 +28,6 @@ from blocks.client_profile import ClientProfile
 from blocks.targets.gallery import LocalGallery
 from flows.process_asset import process_asset
 from models import AssetOutcome, AssetRef, CatalogSummary, InvalidInput
-from tasks import budget
 from tasks.gates.report import create_gate_report
 from tasks.ledger import record_orchestration_failure
 from tasks.load import list_catalog
@@ -41,9 +40,9 @@ STATES = ("published", "skipped", "quarantined", "failed")
 
 @task(name="run-asset", task_run_name="asset {asset.name}", cache_policy=NO_CACHE,
       retries=2, retry_delay_seconds=[5, 20], retry_jitter_factor=0.5, retry_condition_fn=retry_orchestration_errors)
-def run_asset(asset: AssetRef, profile: ClientProfile, storage, work_dir: str, run_key: str) -> AssetOutcome:
+def run_asset(asset: AssetRef, profile: ClientProfile, source_folder: str | None, work_dir: str, run_key: str) -> AssetOutcome:
     """One asset as its own `process_asset` flow run (visible, retryable on its own in the UI)."""
-    return process_asset(asset, profile=profile, storage=storage, work_dir=work_dir, run_key=run_key)
+    return process_asset(asset, profile=profile, source_folder=source_folder, work_dir=work_dir, run_key=run_key)
 
 
 def artifact_key(client: str, what: str) -> str:
@@ -100,8 +99,9 @@ def catalog_refresh(
     started = time.monotonic()
     profile = load_profile(client)
     check_profile(profile)
-    if source:
-        storage: LocalFileSystem | S3Bucket = LocalFileSystem(basepath=str(Path(source).resolve()))
+    source_folder = str(Path(source).resolve()) if source else None
+    if source_folder:
+        storage: LocalFileSystem | S3Bucket = LocalFileSystem(basepath=source_folder)
     elif profile.source is not None:
         storage = profile.source
     else:
@@ -111,20 +111,18 @@ def catalog_refresh(
 
     run_key = str(flow_run.id or f"local-{time.time()}")
     progress_id = create_progress_artifact(0.0, key=artifact_key(client, "catalog-progress"), description=f"{client}: assets finished")
-    futures = run_asset.map(assets, profile=unmapped(profile), storage=unmapped(storage), work_dir=unmapped(work_dir), run_key=unmapped(run_key))
+    futures = run_asset.map(assets, profile=unmapped(profile), source_folder=unmapped(source_folder),
+                            work_dir=unmapped(work_dir), run_key=unmapped(run_key))
     outcomes: list[AssetOutcome] = []
-    try:
-        asset_of = {future.task_run_id: asset for future, asset in zip(futures, assets)}
-        for future in as_completed(futures):
-            try:
-                outcomes.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - one asset's orchestration failure must not end the catalog
-                logger.error("asset %s could not be run: %s", asset_of[future.task_run_id].name, exc)
-                outcomes.append(record_orchestration_failure(profile.ledger, asset_of[future.task_run_id], exc))
-            update_progress_artifact(progress_id, 100.0 * len(outcomes) / max(1, len(assets)),
-                                     description=f"{len(outcomes)}/{len(assets)} assets finished")
-    finally:
-        budget.release_run(run_key)
+    asset_of = {future.task_run_id: asset for future, asset in zip(futures, assets)}
+    for future in as_completed(futures):
+        try:
+            outcomes.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - one asset's orchestration failure must not end the catalog
+            logger.error("asset %s could not be run: %s", asset_of[future.task_run_id].name, exc)
+            outcomes.append(record_orchestration_failure(profile.ledger, asset_of[future.task_run_id], exc))
+        update_progress_artifact(progress_id, 100.0 * len(outcomes) / max(1, len(assets)),
+                                 description=f"{len(outcomes)}/{len(assets)} assets finished")
     if not assets:
         update_progress_artifact(progress_id, 100.0, description="empty catalog")
 

@@ -15,16 +15,26 @@ from typing import Iterator
 from prefect import flow, get_run_logger
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
+from prefect.runtime import flow_run
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 from pydantic import ValidationError
 
 from blocks.client_profile import ClientProfile
-from blocks.ledger import Ledger
-from models import AssetOutcome, AssetRef, BrandforgeError, Candidate, GateThresholds, LedgerEntry, PublishItem, describe_validation_error
-from tasks import budget
+from blocks.ledger import BudgetExceeded, Ledger
+from models import (
+    AssetOutcome,
+    AssetRef,
+    BrandforgeError,
+    Candidate,
+    GateThresholds,
+    InvalidInput,
+    LedgerEntry,
+    PublishItem,
+    describe_validation_error,
+)
 from tasks.gates.decide import GateDecision, GateReview, apply_review, quarantine_candidates, score_candidates
-from tasks.generate import generate_images
+from tasks.generate import JobAccount, generate_images
 from tasks.ledger import find_finished, record_outcome
 from tasks.load import load_asset
 from tasks.postprocess.chain import ChainContext, postprocess_candidate
@@ -50,6 +60,8 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
         yield
     except StageFailed:
         raise
+    except BudgetExceeded as exc:  # checked as the job is about to be submitted, reported as its own stage
+        raise StageFailed("budget", str(exc)) from exc
     except ValidationError as exc:
         raise StageFailed(name, describe_validation_error(exc)) from exc
     except BrandforgeError as exc:
@@ -75,20 +87,27 @@ def wait_for_review(decision: GateDecision, gates: GateThresholds) -> GateReview
 def process_asset(
     asset: AssetRef,
     profile: ClientProfile | None = None,
-    storage: LocalFileSystem | S3Bucket | None = None,
+    source_folder: str | None = None,
     work_dir: str = ".brandforge/work",
     run_key: str | None = None,
 ) -> AssetOutcome:
-    """Take one source through the whole pipeline and record how it ended."""
+    """Take one source through the whole pipeline and record how it ended.
+
+    `profile` is the client's (loaded by name when absent); `source_folder` reads the source from
+    that folder instead of the profile's storage. In the run's parameters a profile shows only
+    its name (see `ClientProfile.ser_model`): no block setting or credential reaches the API."""
     logger = get_run_logger()
     started = time.monotonic()
     timings: dict[str, float] = {}
     row = LedgerEntry(client=asset.client, source_uri=asset.uri, state="failed")
     ledger = profile.ledger if profile else Ledger()
+    storage: LocalFileSystem | S3Bucket | None = LocalFileSystem(basepath=source_folder) if source_folder else None
     try:
         with stage("profile", timings):
             profile = profile or load_profile(asset.client)
             ledger = profile.ledger
+            if profile.client_id != asset.client:
+                raise InvalidInput(f"asset of client {asset.client!r} cannot run with the profile of another client")
         with stage("load", timings):
             loaded = load_asset(asset, storage or profile.source, work_dir)
             row.source_key = loaded.source_key
@@ -114,20 +133,19 @@ def process_asset(
             row.params = {**request.model_dump(exclude={"source_image"}), "recipe": recipe.name, "style": recipe.style or profile.default_style}
             row.provider, row.model = profile.provider.provider_name, profile.provider.model
         out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / generation_key[:16]
-        with stage("budget", timings):
-            estimate = profile.provider.price_per_image_usd * request.batch_size
-            budget.reserve(profile, estimate, run_key)
-        try:
-            with stage("generate", timings):
-                # Async tasks (provider and target I/O) run on Prefect's event loop via submit().
-                result = generate_images.submit(request, profile.provider, str(out_dir)).result()
-                row.job_ids, row.cost_usd = result.job_ids, result.cost_usd
-        finally:
-            # What was not spent (a failed generation) goes back to the run's budget.
-            budget.settle(run_key, estimate)
+        with stage("generate", timings):
+            # Every job is journalled (and its price reserved against the budgets) in the client's ledger.
+            account = JobAccount(
+                ledger=ledger, client=asset.client, run_key=run_key, generation_key=generation_key, source_uri=asset.uri,
+                run_budget_usd=profile.run_budget_usd, monthly_budget_usd=profile.monthly_budget_usd,
+                flow_run_id=str(flow_run.id) if flow_run.id else None,
+            )
+            # Async tasks (provider and target I/O) run on Prefect's event loop via submit().
+            result = generate_images.submit(request, profile.provider, str(out_dir), account=account).result()
+            row.job_ids, row.cost_usd = result.job_ids, result.cost_usd
         with stage("postprocess", timings):
             ctx = ChainContext(
-                seed=request.seed or 0, palette=tuple(profile.palette), logo_path=profile.logo_path,
+                seed=request.seed or 0, client=asset.client, palette=tuple(profile.palette), logo_path=profile.logo_path,
                 source_path=loaded.path, output_format=recipe.output_format,
                 metadata={**row.params, "generation_key": generation_key, "source_key": loaded.source_key,
                           "provider": row.provider, "model": row.model, "client": asset.client},
@@ -163,7 +181,7 @@ def process_asset(
                     scores={s.gate: s.score for s in best.scores}, params=row.params, extra_outputs=best.extra_outputs,
                 )
                 receipt = publish_item.submit(item, profile.target, ledger).result()
-                row.state, row.target = "published", receipt.target
+                row.state, row.target, row.target_key = "published", receipt.target, profile.target.target_key
                 row.published_url, row.remote_ids = receipt.url, receipt.remote_ids
     except StageFailed as exc:
         logger.warning("%s failed at %s: %s", asset.name, exc.stage, exc.reason)

@@ -17,8 +17,12 @@ Order of things for one job:
 4. download the outputs at once (hosted providers delete them), validate them
    (they decode, their size, their count) and write them to the work folder.
 
-A job that outlives the deadline stays known to this process: a Prefect retry
-of the task resumes waiting for the same job instead of paying for a new one.
+Every paid job is journalled in the client's ledger (`JobAccount`): its price is
+reserved against the run's and the month's budget before it is submitted (an
+atomic check in the database, so workers cannot overspend together), and the
+job id is on record the moment the provider accepts it. A job that outlives the
+deadline, or whose worker died, is resumed from that record by the next attempt
+(a Prefect retry or a rerun, in any process) instead of being paid for again.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import logging
 import random
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from PIL import Image
 from prefect import task
 
+from blocks.ledger import Ledger
 from blocks.providers.base import ImageProvider
 from models import (
     GENERATION_COMPLETED_EVENT,
@@ -59,8 +65,35 @@ COMPLETED_EVENT = GENERATION_COMPLETED_EVENT
 FAILED_EVENT = GENERATION_FAILED_EVENT
 MAX_OUTPUT_PIXELS = 40_000_000  # larger is a decompression bomb, not a marketing image
 
-# Jobs submitted by this process and not yet brought home, by request key: a retry resumes them.
+# Jobs submitted by this process and not yet brought home, by request key, for callers without
+# a JobAccount (provider benchmarks): a retry in this process resumes them.
 _IN_FLIGHT: dict[str, JobHandle] = {}
+
+
+@dataclass(frozen=True)
+class JobAccount:
+    """Whose money a job spends and where it is journalled: the client's ledger, budgets and run."""
+
+    ledger: Ledger
+    client: str
+    run_key: str | None = None
+    generation_key: str | None = None
+    source_uri: str | None = None
+    run_budget_usd: float | None = None
+    monthly_budget_usd: float | None = None
+    flow_run_id: str | None = None
+
+    def resumable(self, key: str) -> tuple[int, JobHandle] | None:
+        job = self.ledger.open_job(self.client, key)
+        return (job.id, job.handle) if job and job.handle else None
+
+    def reserve(self, provider: ImageProvider, key: str, amount: float) -> int:
+        """Hold the job's price (BudgetExceeded when the run or the month cannot afford it)."""
+        return self.ledger.reserve_job(
+            client=self.client, provider=provider.provider_name, model=provider.model, amount=amount, request_key=key,
+            generation_key=self.generation_key, source_uri=self.source_uri, run_key=self.run_key,
+            run_budget_usd=self.run_budget_usd, monthly_budget_usd=self.monthly_budget_usd, flow_run_id=self.flow_run_id,
+        )
 
 
 # --------------------------------------------------------------------------- validation
@@ -236,8 +269,13 @@ async def run_generation(
     base_delay: float = 0.5,
     use_limits: bool = True,
     pace: bool = True,
+    account: JobAccount | None = None,
 ) -> tuple[JobHandle, list[Image.Image], dict[str, float]]:
-    """Submit (or resume), wait and download one job: the task's body, callable from benchmarks."""
+    """Submit (or resume), wait and download one job: the task's body, callable from benchmarks.
+
+    With an `account`, the job is journalled in its ledger (reserved, accepted, finished) and an
+    accepted job of the same request is resumed from there; without one (benchmarks of a provider
+    alone), only this process remembers it."""
     started = time.monotonic()
     provider.check_supported(request)
     key = request_key(provider, request)
@@ -261,7 +299,16 @@ async def run_generation(
             await take_submit_slot(provider, pace=pace, counters=timings)
         submitted = time.monotonic()  # the provider call starts now; what came before was queueing
 
-    if use_limits and _IN_FLIGHT.get(key) is None:
+    # With an account, the ledger's journal is the memory of jobs in flight (shared by every worker,
+    # scoped to the client); without one, this process's.
+    inflight: dict[str, JobHandle] = {} if account is not None else _IN_FLIGHT
+    journal_id: int | None = None
+    if account is not None and (open_job := account.resumable(key)):
+        journal_id, inflight[key] = open_job
+        logger.info("%s job %s resumed from the ledger's journal", name, open_job[1].job_id)
+    price = provider.price_per_image_usd * request.batch_size
+
+    if use_limits and inflight.get(key) is None:
         # Queue for the request budget first, then for a job slot: holding a job slot while
         # waiting in the budget's line would idle the concurrency cap (measured by the bench).
         queued = time.monotonic()
@@ -274,16 +321,30 @@ async def run_generation(
 
         # A synchronous provider's answer is its output: if that is corrupt, only a new request helps.
         for round_ in range(attempts):
-            handle = _IN_FLIGHT.get(key)
+            handle = inflight.get(key)
             if handle is None:
-                handle = await call_with_retries(
-                    lambda: provider.submit(request), provider=name, what="submit", attempts=attempts,
-                    base_delay=base_delay, before_each=slot if use_limits else None,
-                )
-                _IN_FLIGHT[key] = handle
+                journal_id = account.reserve(provider, key, price) if account is not None else None
+                try:
+                    handle = await call_with_retries(
+                        lambda: provider.submit(request), provider=name, what="submit", attempts=attempts,
+                        base_delay=base_delay, before_each=slot if use_limits else None,
+                    )
+                except BaseException as exc:
+                    if journal_id is not None:  # the provider never gave us a job: nothing was spent
+                        account.ledger.job_released(journal_id, f"submit: {type(exc).__name__}: {exc}")
+                    raise
+                if journal_id is not None:
+                    account.ledger.job_accepted(journal_id, handle, price)
+                inflight[key] = handle
                 logger.info("%s job %s submitted", name, handle.job_id)
-            await wait_for_job(provider, handle, poll_every=poll_every, deadline_s=deadline_s, listen=listen,
-                               counters=timings)
+            try:
+                await wait_for_job(provider, handle, poll_every=poll_every, deadline_s=deadline_s, listen=listen,
+                                   counters=timings)
+            except Rejected as exc:  # the provider failed the job: it is over, a new attempt submits anew
+                inflight.pop(key, None)
+                if journal_id is not None:
+                    account.ledger.job_finished(journal_id, succeeded=False, reason=str(exc))
+                raise
 
             async def fetch_valid() -> list[Image.Image]:
                 return validate_outputs(await provider.fetch(handle), request, name)
@@ -296,9 +357,13 @@ async def run_generation(
             except Transient:
                 if not synchronous or round_ == attempts - 1:
                     raise
-                _IN_FLIGHT.pop(key, None)
+                inflight.pop(key, None)
+                if journal_id is not None:
+                    account.ledger.job_finished(journal_id, succeeded=False, reason="unusable output")
                 logger.info("%s job %s gave unusable output; asking again", name, handle.job_id)
-        _IN_FLIGHT.pop(key, None)
+        inflight.pop(key, None)
+        if journal_id is not None:
+            account.ledger.job_finished(journal_id, succeeded=True)
         done = time.monotonic()
         timings["submit_to_image_s"] = round(done - submitted, 4)
         timings["total_s"] = round(done - started, 4)
@@ -325,10 +390,12 @@ async def generate_images(
     out_dir: str,
     poll_every: float = 5.0,
     deadline_s: float = 120.0,
+    account: JobAccount | None = None,
 ) -> GenerationResult:
-    """Run one generation and write its images as PNGs under `out_dir`."""
+    """Run one generation (journalled in `account`'s ledger) and write its images as PNGs under `out_dir`."""
     started = time.monotonic()
-    handle, images, _ = await run_generation(request, provider, poll_every=poll_every, deadline_s=deadline_s)
+    handle, images, _ = await run_generation(request, provider, poll_every=poll_every, deadline_s=deadline_s,
+                                             account=account)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from blocks.client_profile import ClientProfile
+from blocks.client_profile import ClientProfile, foreign_block_error
 from pydantic import ValidationError
 
 from models import GenerationRequest, InvalidInput, describe_validation_error
@@ -12,22 +12,20 @@ from tasks.postprocess.chain import ChainContext, prepare_chain
 
 
 def load_profile(client: str) -> ClientProfile:
-    """The saved ClientProfile block named `client`; InvalidInput naming the known ones if absent."""
+    """The saved ClientProfile block named `client`, checked to use only its own or shared blocks.
+
+    The error for an unknown client names no other client: whoever triggers a run (an event, a
+    webhook) learns nothing about who else is served here."""
     try:
         profile = ClientProfile.load(client)
     except ValueError as exc:
-        raise InvalidInput(f"unknown client {client!r}: no ClientProfile block of that name; known clients: {known_clients()}") from exc
+        raise InvalidInput(f"unknown client {client!r}: no ClientProfile block of that name "
+                           f"(save one as block type {ClientProfile.get_block_type_slug()!r}, name {client!r})") from exc
     if profile.client_id != client:
         raise InvalidInput(f"ClientProfile block {client!r} holds client_id {profile.client_id!r}; they must match")
+    for name in profile.foreign_blocks():
+        raise InvalidInput(foreign_block_error(client, name, f"client profile {client!r}"))
     return profile
-
-
-def known_clients() -> list[str]:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        docs = client.read_block_documents_by_type(ClientProfile.get_block_type_slug())
-    return sorted(d.name for d in docs if d.name and not d.is_anonymous)
 
 
 @task(name="check-profile")
@@ -36,7 +34,7 @@ def check_profile(profile: ClientProfile) -> None:
     for recipe in profile.recipes:
         # The chain with the profile's context: unknown steps, bad fields, and a missing logo,
         # palette, refiner or signer all fail here, before any image.
-        ctx = ChainContext(seed=0, palette=tuple(profile.palette), logo_path=profile.logo_path,
+        ctx = ChainContext(seed=0, client=profile.client_id, palette=tuple(profile.palette), logo_path=profile.logo_path,
                            output_format=recipe.output_format, refiner=profile.refiner, c2pa_signer=profile.c2pa_signer)
         try:
             prepare_chain(recipe.chain, ctx)

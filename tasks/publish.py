@@ -1,7 +1,8 @@
 """Publish: deliver the chosen image to the client's target, exactly once.
 
-The ledger is asked first (a generation key already published to this kind of
-target is not sent again), then the target itself: every target's `publish`
+The ledger is asked first (the same client's publish of the same generation key
+to the same target instance is not sent again; another client's, or another
+bucket's or site's, never counts), then the target itself: every target's `publish`
 looks the key up on the target before creating anything, so a crash between
 upload and ledger write, a retry or a duplicated webhook never makes a second
 item, and a half-done publish (image uploaded, no post) is finished rather than
@@ -20,13 +21,10 @@ from tasks.retry import retry_transient_only
 
 
 def receipt_from_ledger(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt | None:
-    """The ledger's record of this generation key published to a target of the same kind, if any."""
-    done = ledger.published_for_generation(item.generation_key)
-    if not done or not done.published_url or (done.target or target.target_name) != target.target_name:
-        return None  # a client that switched targets (gallery → WordPress) still needs the new one served
-    site = getattr(target, "url", None)
-    if site and done.remote_ids.get("site") not in (None, site):
-        return None  # same kind, another site (staging → production)
+    """The ledger's record of this client publishing this generation key to this very target instance, if any."""
+    done = ledger.published_for_generation(item.client, target.target_key, item.generation_key)
+    if not done or not done.published_url:
+        return None
     return PublishReceipt(target=target.target_name, url=done.published_url, remote_ids=done.remote_ids, already_existed=True)
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from prefect.blocks.core import Block
 
-from models import PublishItem, PublishReceipt
+from models import PublishItem, PublishReceipt, stable_hash
 
 
 def keyed_filename(item: PublishItem, key_chars: int = 16) -> str:
@@ -30,6 +30,15 @@ class PublishTarget(Block):
     _description = "Base of brandforge's publish targets."
 
     target_name: ClassVar[str] = "target"
+
+    def destination(self) -> str:
+        """Where this instance publishes (a site, a bucket and folder, a gallery folder), no secret in it."""
+        raise NotImplementedError
+
+    @property
+    def target_key(self) -> str:
+        """Identity of this target instance: a publish is reused as a receipt only for the same one."""
+        return stable_hash({"target": self.target_name, "destination": self.destination()})
 
     async def find_existing(self, item: PublishItem) -> PublishReceipt | None:
         """The receipt of an earlier publish of `item.generation_key`, if the target has one."""

@@ -45,6 +45,9 @@ class LocalGallery(PublishTarget):
     folder: str = Field("gallery", description="Folder that holds the gallery (created if missing).")
     title: str = "brandforge gallery"
 
+    def destination(self) -> str:
+        return str(Path(self.folder).resolve())
+
     @property
     def root(self) -> Path:
         return Path(self.folder).resolve()

@@ -59,6 +59,11 @@ class S3Target(PublishTarget):
     cache_control: str = Field("public, max-age=31536000, immutable", description="Cache-Control header of every object.")
     public_base_url: str | None = Field(None, description="CDN or website address of the bucket; URLs are s3:// without it.")
 
+    def destination(self) -> str:
+        params = self.bucket.credentials.aws_client_parameters
+        endpoint = getattr(params, "endpoint_url", None) or "aws"
+        return f"{endpoint}/{self.bucket.bucket_name}/{(self.bucket.bucket_folder or '').strip('/')}/{self.key_layout}"
+
     @field_validator("key_layout")
     @classmethod
     def _layout(cls, v: str) -> str:

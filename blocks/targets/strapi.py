@@ -54,6 +54,9 @@ class StrapiSite(PublishTarget):
     extra_fields: dict[str, Any] = Field(default_factory=dict, description="Fixed values added to every entry.")
     timeout_seconds: float = Field(30.0, gt=0, description="Per-request timeout.")
 
+    def destination(self) -> str:
+        return f"{self.url.rstrip('/')}/api/{self.collection}"
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:

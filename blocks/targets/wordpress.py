@@ -59,6 +59,9 @@ class WordPressSite(PublishTarget):
     )
     timeout_seconds: float = Field(30.0, gt=0, description="Per-request timeout.")
 
+    def destination(self) -> str:
+        return f"{self.url.rstrip('/')}/{self.post_type}"
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:

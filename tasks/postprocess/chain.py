@@ -295,7 +295,7 @@ class PostprocessResult(BaseModel):
 def _resolve_signer(encode: EncodeParams, ctx: ChainContext) -> Any:
     if not encode.c2pa:
         return None
-    return load_block(encode.c2pa_signer) if encode.c2pa_signer else ctx.c2pa_signer
+    return load_block(encode.c2pa_signer, ctx.client) if encode.c2pa_signer else ctx.c2pa_signer
 
 
 def _log_notes(label: str, path: str, notes: list[dict[str, Any]]) -> None:

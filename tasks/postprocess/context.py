@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from PIL import Image
 
+from blocks.client_profile import foreign_block_error, owns_block
 from models import InvalidInput
 
 T = TypeVar("T")
@@ -27,6 +28,7 @@ class ChainContext:
     """What steps may need beyond the image and their own parameters."""
 
     seed: int
+    client: str | None = None  # whose chain this is: a step may load only this client's or shared blocks
     palette: tuple[str, ...] = ()
     logo_path: str | None = None
     source_path: str | None = None
@@ -36,12 +38,15 @@ class ChainContext:
     c2pa_signer: Any = None  # a C2paSigner block, or None
 
 
-def load_block(ref: str) -> Any:
-    """A saved block named 'block-type-slug/block-name' (the Prefect document name)."""
+def load_block(ref: str, client: str | None) -> Any:
+    """A saved block named 'block-type-slug/block-name' (the Prefect document name) that `client` may use:
+    its own or a shared one (`blocks.client_profile.owns_block`), checked before it is loaded."""
     from prefect.blocks.core import Block
 
     if "/" not in ref:
-        raise InvalidInput(f"refiner must name a saved block as 'block-type-slug/name', such as 'brandforge-replicate-refiner/main' (got {ref!r})")
+        raise InvalidInput(f"refiner must name a saved block as 'block-type-slug/name', such as 'brandforge-replicate-refiner/acme' (got {ref!r})")
+    if client is not None and not owns_block(client, ref.split("/", 1)[1]):
+        raise InvalidInput(foreign_block_error(client, ref.split("/", 1)[1], "a recipe step"))
     try:
         return Block.load(ref)
     except ValueError as exc:
@@ -51,7 +56,7 @@ def load_block(ref: str) -> Any:
 def resolve_refiner(name: str | None, ctx: ChainContext, step: str, capability: str) -> Any:
     """The refiner a step uses — the one its params name, else the context's (the client profile's) —
     checked to offer `capability` ("upscale", "faces" or "outpaint")."""
-    refiner = load_block(name) if name else ctx.refiner
+    refiner = load_block(name, ctx.client) if name else ctx.refiner
     if refiner is None:
         raise InvalidInput(
             f"{step} step needs a refiner: name a saved refiner block in its 'refiner' parameter or set the client profile's refiner"

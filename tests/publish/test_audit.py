@@ -40,7 +40,7 @@ def ledger(tmp_path) -> Ledger:
 
 @pytest.mark.parametrize("ref", ["http://127.0.0.1:8089/?p=41", KEY, KEY[:10], "3", "41", "http://127.0.0.1:8089/wp-content/uploads/red.jpg"])
 def test_audit_prints_the_full_lineage(ledger, capsys, ref):
-    assert main(["audit", ref, "--ledger", ledger.url]) == 0
+    assert main(["audit", ref, "--client", "demo", "--ledger", ledger.url]) == 0
     out = capsys.readouterr().out
     for expected in ("http://127.0.0.1:8089/?p=41", "s3://catalog/red mug.jpg", SOURCE, KEY, "replicate / sdxl", "job-1",
                      "1234", '"strength": 0.6', "sharpness", "wordpress", "post_id", "$0.0115", "History (3 ledger rows)", "load: truncated file"):
@@ -49,12 +49,12 @@ def test_audit_prints_the_full_lineage(ledger, capsys, ref):
 
 
 def test_audit_of_an_unknown_ref_says_what_it_accepts(ledger, capsys):
-    assert main(["audit", "https://nowhere.invalid/x", "--ledger", ledger.url]) == 1
-    assert "nothing in the ledger" in capsys.readouterr().err
+    assert main(["audit", "https://nowhere.invalid/x", "--client", "demo", "--ledger", ledger.url]) == 1
+    assert "nothing of client 'demo' in the ledger" in capsys.readouterr().err
 
 
 def test_export_csv_for_a_date_range(ledger, capsys):
-    assert main(["export", "--since", "2026-11-01", "--until", "2026-11-30", "--format", "csv", "--ledger", ledger.url]) == 0
+    assert main(["export", "--since", "2026-11-01", "--until", "2026-11-30", "--format", "csv", "--client", "demo", "--ledger", ledger.url]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["state"] for r in rows] == ["failed", "published"]
     assert json.loads(rows[1]["remote_ids"])["post_id"] == 41 and rows[1]["seed"] == "1234"
@@ -63,23 +63,46 @@ def test_export_csv_for_a_date_range(ledger, capsys):
 
 def test_export_json_to_a_file(ledger, tmp_path):
     out = tmp_path / "ledger.json"
-    assert main(["export", "--since", "2026-10-01", "--format", "json", "-o", str(out), "--ledger", ledger.url]) == 0
+    assert main(["export", "--since", "2026-10-01", "--format", "json", "-o", str(out), "--all-clients", "--ledger", ledger.url]) == 0
     records = json.loads(out.read_text())
     assert [r["id"] for r in records] == [1, 2, 3, 4] and records[2]["job_ids"] == ["job-1"]
 
 
 def test_export_range_is_checked(ledger, capsys):
-    assert main(["export", "--since", "2026-11-05", "--until", "2026-11-01", "--ledger", ledger.url]) == 2
+    assert main(["export", "--since", "2026-11-05", "--until", "2026-11-01", "--client", "demo", "--ledger", ledger.url]) == 2
     assert "--until" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["export", "--since", "last tuesday", "--ledger", ledger.url])
+        main(["export", "--since", "last tuesday", "--client", "demo", "--ledger", ledger.url])
     assert "is not a date (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+def test_audit_and_export_show_only_the_named_client(ledger, capsys):
+    """Tenant isolation: another client's key, URL or row id finds nothing; export lists one client's rows."""
+    for ref in (KEY, "http://127.0.0.1:8089/?p=41", "3", "41"):
+        assert main(["audit", ref, "--client", "other", "--ledger", ledger.url]) == 1
+        captured = capsys.readouterr()
+        assert "red mug" not in captured.out + captured.err and "nothing of client 'other'" in captured.err
+    assert main(["export", "--format", "json", "--client", "other", "--ledger", ledger.url]) == 0
+    assert [r["client"] for r in json.loads(capsys.readouterr().out)] == ["other"]
+    assert main(["export", "--format", "json", "--client", "demo", "--ledger", ledger.url]) == 0
+    assert {r["client"] for r in json.loads(capsys.readouterr().out)} == {"demo"}
+    assert main(["export", "--format", "json", "--all-clients", "--ledger", ledger.url]) == 0
+    assert {r["client"] for r in json.loads(capsys.readouterr().out)} == {"demo", "other"}
+
+
+@pytest.mark.parametrize("command", [["export"], ["audit", KEY]])
+def test_a_client_or_all_clients_must_be_named(ledger, capsys, command):
+    with pytest.raises(SystemExit):
+        main([*command, "--ledger", ledger.url])
+    assert "--client NAME" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "--client", "demo", "--all-clients", "--ledger", ledger.url])
 
 
 @pytest.mark.usefixtures("prefect_server")
 def test_audit_can_leave_a_prefect_artifact(ledger, capsys):
     from prefect.artifacts import Artifact
 
-    assert main(["audit", KEY, "--artifact", "--ledger", ledger.url]) == 0
+    assert main(["audit", KEY, "--artifact", "--client", "demo", "--ledger", ledger.url]) == 0
     artifact = Artifact.get(f"audit-{KEY[:16]}")
     assert artifact is not None and "http://127.0.0.1:8089/?p=41" in artifact.data and "job-1" in artifact.data
