@@ -367,12 +367,29 @@ class Ledger(Block):
             conn.execute(provider_jobs_table.update().where(provider_jobs_table.c.id == row_id)
                          .values(**values, updated_at=datetime.now(timezone.utc)))
 
-    def job_accepted(self, row_id: int, handle: JobHandle, cost_usd: Decimal | float | None = None) -> None:
-        """The provider accepted the job: its id and handle are on record (a rerun resumes it), and so is its cost."""
-        values: dict[str, Any] = {"state": "submitted", "job_id": handle.job_id, "handle": handle.model_dump(mode="json")}
-        if cost_usd is not None:
-            values["cost_usd"] = exact_usd(cost_usd)
-        self._update_job(row_id, **values)
+    def job_accepted(self, row_id: int, handle: JobHandle, cost_usd: Decimal | float | None = None) -> int:
+        """The provider accepted the job: its id and handle are on record (a rerun resumes it), and so is its cost.
+
+        A job id already in the journal is the same job, not a second one (a deterministic engine,
+        or a provider that deduplicated an idempotent request): this reservation is released and
+        the existing row, whose id is returned, stands for the job — it is never counted twice."""
+        j = provider_jobs_table.c
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            existing = conn.execute(select(j.id).where(j.provider == handle.provider, j.job_id == handle.job_id)).scalar()
+            if existing is not None and existing != row_id:
+                conn.execute(provider_jobs_table.update().where(j.id == row_id).values(
+                    state="released", cost_usd=Decimal(0), updated_at=now,
+                    reason=f"the provider answered with job {handle.job_id}, already journalled as row {existing}"))
+                conn.execute(provider_jobs_table.update().where(j.id == existing).values(
+                    state="submitted", handle=handle.model_dump(mode="json"), updated_at=now))
+                return int(existing)
+            values: dict[str, Any] = {"state": "submitted", "job_id": handle.job_id, "handle": handle.model_dump(mode="json"),
+                                      "updated_at": now}
+            if cost_usd is not None:
+                values["cost_usd"] = exact_usd(cost_usd)
+            conn.execute(provider_jobs_table.update().where(j.id == row_id).values(**values))
+        return row_id
 
     def job_finished(self, row_id: int, *, succeeded: bool, reason: str = "") -> None:
         """The provider finished the job (its cost stands either way: providers bill failed jobs' compute)."""

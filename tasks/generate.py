@@ -334,7 +334,7 @@ async def run_generation(
                         account.ledger.job_released(journal_id, f"submit: {type(exc).__name__}: {exc}")
                     raise
                 if journal_id is not None:
-                    account.ledger.job_accepted(journal_id, handle, price)
+                    journal_id = account.ledger.job_accepted(journal_id, handle, price)
                 inflight[key] = handle
                 logger.info("%s job %s submitted", name, handle.job_id)
             try:

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from decimal import Decimal
 from PIL import Image
 
 from blocks.ledger import Ledger
@@ -165,4 +166,4 @@ def test_budget_stops_paying_and_records_why(demo_profile, demo_state, catalog):
     assert summary.cost_usd == pytest.approx(0.10)
     reasons = [o.reason for o in summary.outcomes if o.state == "failed"]
     assert all(r.startswith("budget: run budget exhausted: $0.10 of $0.12 spent") for r in reasons)
-    assert Ledger(url=demo_profile.ledger.url).spent("demo") == pytest.approx(0.10)
+    assert Ledger(url=demo_profile.ledger.url).spent("demo") == Decimal("0.1")  # the job journal: what was paid, exactly

@@ -254,3 +254,16 @@ def test_orchestration_failure_is_recorded_not_lost(tmp_path):
     assert outcome.state == "failed" and outcome.reason.startswith("orchestration: PrefectHTTPStatusError")
     (row,) = ledger.entries(client="acme")
     assert row.state == "failed" and row.source_uri == "file:///a.png"
+
+
+def test_a_job_id_answered_twice_is_one_job(ledger_url):
+    """A deterministic engine (or a provider deduplicating an idempotent request) answers a rerun with
+    the same job id: the journal keeps one job, the second reservation is released."""
+    ledger = Ledger(url=ledger_url)
+    handle = JobHandle(provider="local", job_id="same-job")
+    first = ledger.reserve_job(client="acme", provider="local", model=None, amount=0.02, request_key="k")
+    assert ledger.job_accepted(first, handle, 0.02) == first
+    ledger.job_finished(first, succeeded=True)
+    second = ledger.reserve_job(client="acme", provider="local", model=None, amount=0.02, request_key="k")
+    assert ledger.job_accepted(second, handle, 0.02) == first
+    assert [j.state for j in ledger.jobs("acme")] == ["submitted", "released"] and ledger.spent("acme") == Decimal("0.02")

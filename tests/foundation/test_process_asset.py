@@ -18,7 +18,7 @@ def test_single_asset_by_reference(demo_profile, demo_state, monkeypatch):
     path = DEMO_CATALOG / "ceramic-mug.webp"
     outcome = process_asset(AssetRef(client="demo", uri=path.as_uri(), name=path.name))
     assert outcome.state == "published" and outcome.recipe == "poster"
-    assert Ledger(url=demo_profile.ledger.url).published_for_generation(outcome.generation_key)
+    assert Ledger(url=demo_profile.ledger.url).published_for_generation("demo", demo_profile.target.target_key, outcome.generation_key)
 
 
 def test_unknown_client_is_recorded_not_lost(tmp_path, monkeypatch):

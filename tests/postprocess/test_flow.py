@@ -49,11 +49,10 @@ def test_extra_formats_reach_the_gallery(demo_profile, demo_state, tmp_path):
     ]
     recipes = [r.model_copy(update={"chain": chain}) if r.name == "poster" else r for r in demo_profile.recipes]
     profile = demo_profile.model_copy(update={"recipes": recipes})
-    from prefect.filesystems import LocalFileSystem
 
     outcome = process_asset(
         AssetRef(client="demo", uri=str(catalog / "ceramic-mug.webp"), name="ceramic-mug.webp"),
-        profile=profile, storage=LocalFileSystem(basepath=str(catalog)), work_dir=str(demo_state / "work"),
+        profile=profile, source_folder=str(catalog), work_dir=str(demo_state / "work"),
     )
     assert outcome.state == "published", outcome.reason
     entry = json.loads(next((demo_state / "gallery" / "demo" / "entries").glob("*.json")).read_text())

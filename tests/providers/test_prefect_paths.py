@@ -142,7 +142,6 @@ def test_content_filter_ends_the_asset_failed_with_the_providers_reason(prefect_
                                                                         replicate, tmp_path):
     import shutil
 
-    from prefect.filesystems import LocalFileSystem
 
     from flows.process_asset import process_asset
     from models import AssetRef
@@ -155,7 +154,7 @@ def test_content_filter_ends_the_asset_failed_with_the_providers_reason(prefect_
     profile = demo_profile.model_copy(update={"provider": block.model_copy(update={"webhook_url": None}),
                                               "prompt_template": "forbidden {style} of {subject}"})
     asset = AssetRef(client="demo", uri=(catalog / "coffee-cup.jpg").as_uri(), name="coffee-cup.jpg")
-    outcome = process_asset(asset, profile=profile, storage=LocalFileSystem(basepath=str(catalog)),
+    outcome = process_asset(asset, profile=profile, source_folder=str(catalog),
                             work_dir=str(demo_state / "work"))
     assert outcome.state == "failed", outcome
     assert outcome.reason.startswith("generate:") and "NSFW content detected" in outcome.reason, outcome.reason

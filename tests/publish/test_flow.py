@@ -30,7 +30,7 @@ def _catalog(tmp_path, name="coffee-cup.jpg"):
 def _run(profile, asset, catalog, state):
     from flows.process_asset import process_asset
 
-    return process_asset(asset, profile=profile, storage=LocalFileSystem(basepath=str(catalog)), work_dir=str(state / "work"))
+    return process_asset(asset, profile=profile, source_folder=str(catalog), work_dir=str(state / "work"))
 
 
 def test_publish_record_archive_then_rerun_creates_nothing(wordpress, demo_profile, demo_state, tmp_path):
@@ -75,7 +75,7 @@ def test_crash_between_upload_and_post_then_rerun(wordpress, wp_proxy, demo_prof
     healed = _run(broken.model_copy(update={"target": wordpress.site()}), asset, catalog, demo_state)
 
     assert healed.state == "published", healed.reason
-    row = Ledger(url=broken.ledger.url).published_for_generation(healed.generation_key)
+    row = Ledger(url=broken.ledger.url).published_for_generation("demo", wordpress.site().target_key, healed.generation_key)
     assert row.remote_ids["media_reused"] is True
     assert wordpress.count("media", healed.generation_key) == 1 and wordpress.count("posts", healed.generation_key) == 1
     assert (catalog / "archive" / asset.name).exists()
