@@ -462,6 +462,9 @@ class AssetOutcome(BaseModel):
 class LedgerEntry(BaseModel):
     """One row of the ledger: the audit record of one asset × recipe attempt."""
 
+    # Stages fill a row field by field: each assignment is validated (a float cost becomes exact dollars).
+    model_config = ConfigDict(validate_assignment=True)
+
     client: str
     source_uri: str
     source_key: str | None = None

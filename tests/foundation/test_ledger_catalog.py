@@ -92,9 +92,9 @@ def test_two_clients_sharing_a_ledger_publish_to_their_own_buckets(demo_profile,
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_fault_soak_every_billed_job_is_recorded(demo_profile, demo_state, tmp_path, request, backend):
-    """Provider faults (5xx, corrupt outputs, jobs that fail) and a publish that fails after the
-    generation was paid: the journal holds every job the provider accepted, at its price."""
+def test_fault_soak_every_billed_job_is_recorded(demo_profile, demo_state, tmp_path, request, backend, s3_bucket_block):
+    """Provider faults (5xx, corrupt outputs) and a publish that fails after the generation was
+    paid: the journal holds every job the provider accepted, at its price."""
     if backend == "postgresql":
         demo_profile.ledger = Ledger(url=new_postgres_database(request.getfixturevalue("postgres_server")))
     fake = fake_replicate.FakeReplicate(Knobs(latency_s=0.05, error_rate_5xx=0.15, corrupt_rate=0.25, webhook="lost", seed=7))
@@ -104,14 +104,14 @@ def test_fault_soak_every_billed_job_is_recorded(demo_profile, demo_state, tmp_p
             base_url=fake.url, api_key=fake_replicate.TOKEN, request_timeout_s=2.0, job_dir=str(tmp_path / "jobs"),
             price_per_image_usd=0.0115, requests_per_minute=6000, max_concurrent_jobs=4,
         )
-        # The gallery folder is a file: every publish fails after its generation was paid for.
-        blocked = tmp_path / "not-a-folder"
-        blocked.write_text("x")
-        demo_profile.target = demo_profile.target.model_copy(update={"folder": str(blocked)})
+        # A bucket that does not exist yet: every publish fails after its generation was paid for.
+        missing = s3_bucket_block.model_copy(update={"bucket_name": s3_bucket_block.bucket_name + "-later"})
+        demo_profile.target = S3Target(bucket=missing)
         first = refresh(demo_profile, catalog, demo_state)
         assert first.counts.get("failed") == 8, first.counts
-        demo_profile.target = demo_profile.target.model_copy(update={"folder": str(demo_state / "gallery")})
-        refresh(demo_profile, catalog, demo_state)
+        missing.credentials.get_s3_client().create_bucket(Bucket=missing.bucket_name)
+        second = refresh(demo_profile, catalog, demo_state)
+        assert second.counts.get("published", 0) >= 1, second.counts
     billed = fake.stats["accepted"]
     jobs = [j for j in demo_profile.ledger.jobs("demo") if j.job_id]
     assert billed >= 8 and len(jobs) == billed, (billed, len(jobs), fake.stats)
