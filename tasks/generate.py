@@ -239,7 +239,7 @@ async def run_generation(
 ) -> tuple[JobHandle, list[Image.Image], dict[str, float]]:
     """Submit (or resume), wait and download one job: the task's body, callable from benchmarks."""
     started = time.monotonic()
-    provider.check_supported(request)
+    provider.check_request(request)
     key = request_key(provider, request)
     timings: dict[str, float] = {}
     use_limits = use_limits and provider.uses_shared_limits
