@@ -41,3 +41,15 @@ def webhook_sink():
     with Served(sink.app) as served:
         sink.url = served.url
         yield sink
+
+
+@pytest.fixture
+def provider(request, tmp_path):
+    """(fake, block) for the provider named by indirect parametrization, its fake running."""
+    from tests.fakes.base import Knobs, serve
+    from tests.providers.cases import all_cases
+
+    case = {c.name: c for c in all_cases()}[request.param]
+    fake = case.make_fake(Knobs(latency_s=0.02))
+    with serve(fake):
+        yield fake, case.make_block(fake, None, tmp_path)

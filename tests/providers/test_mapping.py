@@ -15,21 +15,11 @@ from blocks.http import parse_retry_after, raise_for_status
 from models import RateLimited, Rejected, Transient
 from tasks.generate import run_generation
 from tests.fakes.base import Knobs, serve
-from tests.providers.cases import all_cases
 
-CASES = {c.name: c for c in all_cases()}
 
 
 def run(block, request):
     return asyncio.run(run_generation(request, block, poll_every=0.05, deadline_s=20, base_delay=0.05, use_limits=False))
-
-
-@pytest.fixture
-def provider(request, tmp_path):
-    case = CASES[request.param]
-    fake = case.make_fake(Knobs(latency_s=0.02))
-    with serve(fake):
-        yield fake, case.make_block(fake, None, tmp_path)
 
 
 @pytest.mark.parametrize("provider", ["replicate"], indirect=True)

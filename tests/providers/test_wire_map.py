@@ -17,7 +17,6 @@ from blocks.providers.diffusers_local import DiffusersProvider
 from blocks.providers.local_engine import LocalEngine
 from models import PARAM_NAMES, Recipe, Rejected
 from tasks.generate import run_generation
-from tests.fakes.base import Knobs, serve
 from tests.providers.cases import all_cases
 
 CASES = {c.name: c for c in all_cases()}
@@ -26,14 +25,6 @@ DERIVED_SEED = 0xAB12CD34  # what tasks/prompt.py derives from a source key
 
 def run(block, request):
     return asyncio.run(run_generation(request, block, poll_every=0.05, deadline_s=20, base_delay=0.05, use_limits=False))
-
-
-@pytest.fixture
-def provider(request, tmp_path):
-    case = CASES[request.param]
-    fake = case.make_fake(Knobs(latency_s=0.02))
-    with serve(fake):
-        yield fake, case.make_block(fake, None, tmp_path)
 
 
 def recipe_request(source_png, **recipe_fields):
