@@ -31,9 +31,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from blocks.providers.base import CannotHonour, Unsupported, Wire, WireMap
-from blocks.providers.hosted import HostedProvider
+from blocks.providers.hosted import SynchronousProvider
 from blocks.providers.http import prepare_source
-from models import GenerationRequest, JobHandle, JobStatus, Rejected, Transient, stable_hash
+from models import GenerationRequest, JobHandle, Rejected, Transient, stable_hash
 
 logger = logging.getLogger("brandforge.providers")
 
@@ -73,7 +73,7 @@ _PIPELINES: dict[tuple[str, str, str, str], tuple[Any, threading.Lock]] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-class DiffusersProvider(HostedProvider):
+class DiffusersProvider(SynchronousProvider):
     """Self-hosted diffusers img2img (SD 1.5 / SDXL / InstructPix2Pix) from a local model folder."""
 
     _block_type_name = "Brandforge Diffusers"
@@ -223,9 +223,3 @@ class DiffusersProvider(HostedProvider):
             images = await asyncio.to_thread(self.render, request)
             self.store_job(job_id, images)
         return JobHandle(provider=self.provider_name, job_id=job_id, extra={"synchronous": True})
-
-    async def status(self, handle: JobHandle) -> JobStatus:
-        return await self.stored_status(handle)
-
-    async def fetch(self, handle: JobHandle) -> list[bytes]:
-        return await self.stored_fetch(handle)

@@ -76,3 +76,16 @@ class HostedProvider(ImageProvider):
         if stored is None:
             raise Transient(f"no stored answer for job {handle.job_id}", provider=self.provider_name)
         return stored
+
+
+class SynchronousProvider(HostedProvider):
+    """A provider whose answer to `submit` is the images (Stability, OpenAI, in-process diffusers):
+    `submit` stores them, `status` and `fetch` read them back; not registered on its own."""
+
+    _block_type_name = "Synchronous Image Provider"
+
+    async def status(self, handle: JobHandle) -> JobStatus:
+        return await self.stored_status(handle)
+
+    async def fetch(self, handle: JobHandle) -> list[bytes]:
+        return await self.stored_fetch(handle)

@@ -27,14 +27,14 @@ from pydantic import Field
 
 from blocks.http import json_of, send
 from blocks.providers.base import Unsupported, Wire, WireMap
-from blocks.providers.hosted import HostedProvider
+from blocks.providers.hosted import SynchronousProvider
 from blocks.providers.http import prepare_source
-from models import GenerationRequest, JobHandle, JobStatus, Transient
+from models import GenerationRequest, JobHandle, Transient
 
 FIXED_SIZES = {(1024, 1024): "1024x1024", (1536, 1024): "1536x1024", (1024, 1536): "1024x1536"}
 
 
-class OpenAIImagesProvider(HostedProvider):
+class OpenAIImagesProvider(SynchronousProvider):
     """OpenAI Images edits (gpt-image-*, dall-e-2), synchronous, base64 outputs."""
 
     _block_type_name = "Brandforge OpenAI Images"
@@ -117,9 +117,3 @@ class OpenAIImagesProvider(HostedProvider):
         job_id = resp.headers.get("x-request-id") or uuid.uuid4().hex
         self.store_job(job_id, images)
         return JobHandle(provider=self.provider_name, job_id=job_id, extra={"synchronous": True})
-
-    async def status(self, handle: JobHandle) -> JobStatus:
-        return await self.stored_status(handle)
-
-    async def fetch(self, handle: JobHandle) -> list[bytes]:
-        return await self.stored_fetch(handle)

@@ -26,16 +26,16 @@ from pydantic import Field, model_validator
 
 from blocks.http import json_of, send
 from blocks.providers.base import ImageRefiner, Unsupported, Wire, WireMap, at_most, renamed_fields, sniff_mime
-from blocks.providers.hosted import HostedProvider
+from blocks.providers.hosted import SynchronousProvider
 from blocks.providers.http import prepare_source
-from models import GenerationRequest, JobHandle, JobStatus, Rejected, Transient
+from models import GenerationRequest, JobHandle, Rejected, Transient
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 MAX_SEED = 4294967294
 _FORM_OVERHEAD = 4096  # multipart boundaries and text fields, generously
 
 
-class StabilityProvider(HostedProvider, ImageRefiner):
+class StabilityProvider(SynchronousProvider, ImageRefiner):
     """Stability AI v2beta sd3 / ultra image-to-image (synchronous); also a refiner (upscale, outpaint)."""
 
     _block_type_name = "Brandforge Stability AI"
@@ -119,12 +119,6 @@ class StabilityProvider(HostedProvider, ImageRefiner):
         job_id = resp.headers.get("x-request-id") or uuid.uuid4().hex
         self.store_job(job_id, [data])
         return JobHandle(provider=self.provider_name, job_id=job_id, extra={"synchronous": True})
-
-    async def status(self, handle: JobHandle) -> JobStatus:
-        return await self.stored_status(handle)
-
-    async def fetch(self, handle: JobHandle) -> list[bytes]:
-        return await self.stored_fetch(handle)
 
     # ------------------------------------------------------------------ the refine capability
 
