@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
@@ -64,13 +65,16 @@ class Rejected(ProviderError):
 
 
 class PublishError(BrandforgeError):
-    """A publish target refused or failed; `retryable` says whether a retry can help."""
+    """A publish target refused or failed; `retryable` says whether a retry can help
+    (after `retry_after` seconds, when the target said so)."""
 
-    def __init__(self, reason: str, *, retryable: bool = False, status_code: int | None = None):
+    def __init__(self, reason: str, *, retryable: bool = False, status_code: int | None = None,
+                 retry_after: float | None = None):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.status_code = status_code
+        self.retry_after = retry_after
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -127,37 +131,149 @@ def exact_usd(value: Any) -> Decimal:
 
 # --------------------------------------------------------------------------- the image-to-image contract
 
-# (minimum, minimum inclusive?, maximum, hint). The message names the field and the range.
-_BOUNDS: dict[str, tuple[float, bool, float, str]] = {
-    "guidance_scale": (0.0, False, 15.0, "how closely to follow the prompt"),
-    "image_guidance_scale": (0.0, False, 15.0, "how closely to follow the source image"),
-    "strength": (0.01, True, 1.0, "lower keeps more of the source"),
-    "steps": (1, True, 50, "more steps refine more and cost more"),
-    "batch_size": (1, True, 8, "number of variants per source"),
+# The one range and the one default of each tunable parameter:
+# name -> (default, minimum, minimum inclusive?, maximum, hint). Messages name the field and the range.
+_BOUNDS: dict[str, tuple[float, float, bool, float, str]] = {
+    "guidance_scale": (7.5, 0.0, False, 15.0, "how closely to follow the prompt"),
+    "image_guidance_scale": (1.5, 0.0, False, 15.0, "how closely to follow the source image"),
+    "strength": (0.8, 0.01, True, 1.0, "lower keeps more of the source"),
+    "steps": (20, 1, True, 50, "more steps refine more and cost more"),
+    "batch_size": (1, 1, True, 8, "number of variants per source"),
 }
+DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, distorted, text, watermark"
+# What an unset parameter means. Numbers follow diffusers' SD 1.5 img2img (strength 0.8: 1 = ignore
+# the source); width/height 0 keep the source's size; a null seed is derived from the source.
+PARAM_DEFAULTS: dict[str, Any] = {
+    "prompt_2": None,
+    "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
+    **{name: bounds[0] for name, bounds in _BOUNDS.items()},
+    "seed": None,
+    "width": 0,
+    "height": 0,
+}
+PARAM_NAMES: tuple[str, ...] = tuple(PARAM_DEFAULTS)
 
 
-class GenerationRequest(BaseModel):
-    """One image-to-image job, provider-neutral.
+def asks_nothing(field: str, value: Any) -> bool:
+    """Whether a parameter value asks for nothing (no text, keep the source's size): never sent, never refused."""
+    return value is None or value == "" or (field in ("width", "height") and value == 0)
 
-    `strength` follows the diffusers convention (1 = ignore the source); each
-    provider block converts to its own. `width`/`height` of 0 keep the source's.
+
+class GenerationParams(BaseModel):
+    """The tunable parameters of an image-to-image job, each bounded once; `None` = unset.
+
+    An unset parameter takes `PARAM_DEFAULTS` in the request, and a provider that
+    cannot honour it simply leaves it out; a parameter that is set is honoured or
+    refused, never silently dropped. `strength` follows diffusers (1 = ignore the
+    source); each provider block converts. `Recipe` extends this model and
+    `GenerationRequest` resolves it, so every path validates through these bounds.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt_2: str | None = Field(None, description="Second prompt (SDXL's second text encoder).")
+    negative_prompt: str | None = Field(None, description=f"What to avoid; unset = {DEFAULT_NEGATIVE_PROMPT!r}.")
+    guidance_scale: float | None = Field(None, description="How closely to follow the prompt: >0 to 15, unset = 7.5.")
+    image_guidance_scale: float | None = Field(
+        None, description="How closely to follow the source (InstructPix2Pix): >0 to 15, unset = 1.5."
+    )
+    strength: float | None = Field(None, description="Denoise strength, 0.01 to 1 (1 = ignore the source), unset = 0.8.")
+    steps: int | None = Field(None, description="Denoising steps, 1 to 50, unset = 20.")
+    batch_size: int | None = Field(None, description="Variants per source, 1 to 8, unset = 1.")
+    seed: int | None = Field(None, description="0 to 4294967295; unset = derived from the source's content key.")
+    width: int | None = Field(None, description="0 (keep the source's) or 64 to 4096.")
+    height: int | None = Field(None, description="0 (keep the source's) or 64 to 4096.")
+
+    @field_validator(*_BOUNDS, mode="before")
+    @classmethod
+    def _finite(cls, v: Any, info: Any) -> Any:
+        # NaN compares false with every bound; name the range rather than pydantic's "finite number".
+        if isinstance(v, float) and not math.isfinite(v):
+            _, lo, lo_inclusive, hi, hint = _BOUNDS[info.field_name]
+            low_text = f"between {lo} and {hi}" if lo_inclusive else f"greater than {lo:g} and at most {hi:g}"
+            raise ValueError(f"{info.field_name} must be a number {low_text} (got {v}); {hint}")
+        return v
+
+    @field_validator(*_BOUNDS)
+    @classmethod
+    def _in_bounds(cls, v: float | None, info: Any) -> float | None:
+        if v is None:
+            return v
+        name = info.field_name
+        _, lo, lo_inclusive, hi, hint = _BOUNDS[name]
+        if isinstance(lo, int) and isinstance(hi, int):
+            if v < lo:
+                raise ValueError(f"{name} must be at least {lo} (got {v}); {hint}")
+            if v > hi:
+                raise ValueError(f"{name} must be at most {hi} (got {v}); {hint}")
+            return v
+        too_low = v < lo if lo_inclusive else v <= lo
+        if too_low or v > hi:
+            low_text = f"between {lo} and {hi}" if lo_inclusive else f"greater than {lo:g} and at most {hi:g}"
+            raise ValueError(f"{name} must be {low_text} (got {v}); {hint}")
+        return v
+
+    @field_validator("width", "height")
+    @classmethod
+    def _size(cls, v: int | None, info: Any) -> int | None:
+        if v is not None and v != 0 and not 64 <= v <= 4096:
+            raise ValueError(f"{info.field_name} must be 0 (keep the source's) or between 64 and 4096 (got {v})")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v < 2**32:
+            raise ValueError(f"seed must be between 0 and 4294967295, or null for a derived seed (got {v})")
+        return v
+
+    def set_params(self) -> dict[str, Any]:
+        """The parameters this model sets (not None), by name."""
+        return {name: getattr(self, name) for name in PARAM_NAMES if getattr(self, name) is not None}
+
+
+class GenerationRequest(GenerationParams):
+    """One image-to-image job, provider-neutral, every parameter resolved.
+
+    A parameter given as `None` (or left out) takes `PARAM_DEFAULTS`; `explicit`
+    names the parameters that were asked for (by default, those given), so a
+    provider can leave out an unset parameter it cannot honour and refuse a set
+    one. A derived seed is not explicit: providers without seeds never see it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     source_image: str = Field(description="URI of the source image (file://, s3://, https://)")
     prompt: str
-    prompt_2: str | None = None
     negative_prompt: str
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
-    strength: float = 0.8
-    steps: int = 20
-    batch_size: int = 1
-    seed: int | None = None
-    width: int = 0
-    height: int = 0
+    guidance_scale: float = PARAM_DEFAULTS["guidance_scale"]
+    image_guidance_scale: float = PARAM_DEFAULTS["image_guidance_scale"]
+    strength: float = PARAM_DEFAULTS["strength"]
+    steps: int = PARAM_DEFAULTS["steps"]
+    batch_size: int = PARAM_DEFAULTS["batch_size"]
+    width: int = PARAM_DEFAULTS["width"]
+    height: int = PARAM_DEFAULTS["height"]
+    explicit: tuple[str, ...] = Field(
+        default=(), description="The parameters the recipe or caller set; the rest carry PARAM_DEFAULTS or a derived seed."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_unset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = {k: v for k, v in data.items() if not (k in PARAM_NAMES and v is None and k != "negative_prompt")}
+        if data.get("explicit") is None:
+            given["explicit"] = tuple(k for k in PARAM_NAMES if data.get(k) is not None)
+        return given
+
+    @field_validator("explicit")
+    @classmethod
+    def _explicit_known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(v) - set(PARAM_NAMES))
+        if unknown:
+            raise ValueError(f"explicit names unknown parameters {unknown}; allowed: {list(PARAM_NAMES)}")
+        return tuple(sorted(set(v), key=PARAM_NAMES.index))
 
     @field_validator("source_image")
     @classmethod
@@ -173,36 +289,9 @@ class GenerationRequest(BaseModel):
             raise ValueError("prompt must not be empty; describe the image you want")
         return v.strip()
 
-    @field_validator(*_BOUNDS)
-    @classmethod
-    def _in_bounds(cls, v: float, info: Any) -> float:
-        name = info.field_name
-        lo, lo_inclusive, hi, hint = _BOUNDS[name]
-        if isinstance(lo, int) and isinstance(hi, int):
-            if v < lo:
-                raise ValueError(f"{name} must be at least {lo} (got {v}); {hint}")
-            if v > hi:
-                raise ValueError(f"{name} must be at most {hi} (got {v}); {hint}")
-            return v
-        too_low = v < lo if lo_inclusive else v <= lo
-        if too_low or v > hi:
-            low_text = f"between {lo} and {hi}" if lo_inclusive else f"greater than {lo:g} and at most {hi:g}"
-            raise ValueError(f"{name} must be {low_text} (got {v}); {hint}")
-        return v
-
-    @field_validator("width", "height")
-    @classmethod
-    def _size(cls, v: int, info: Any) -> int:
-        if v != 0 and not 64 <= v <= 4096:
-            raise ValueError(f"{info.field_name} must be 0 (keep the source's) or between 64 and 4096 (got {v})")
-        return v
-
-    @field_validator("seed")
-    @classmethod
-    def _seed(cls, v: int | None) -> int | None:
-        if v is not None and not 0 <= v < 2**32:
-            raise ValueError(f"seed must be between 0 and 4294967295, or null for a derived seed (got {v})")
-        return v
+    def is_explicit(self, field: str) -> bool:
+        """Whether `field` was asked for (not a default, not a derived seed)."""
+        return field in self.explicit
 
 
 class GenerationResult(BaseModel):
@@ -271,24 +360,18 @@ class StepSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class Recipe(BaseModel):
-    """How to turn one source into published images for one client."""
+class Recipe(GenerationParams):
+    """How to turn one source into published images for one client.
 
-    model_config = ConfigDict(extra="forbid")
+    Its generation parameters are `GenerationParams`: unset (`None`) means the
+    contract's default, which a provider that cannot honour it leaves out.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     style: str = Field("", description="style words put into the prompt (e.g. 'watercolour')")
     extra_prompt: str = ""
-    negative_prompt: str = "blurry, low quality, distorted, text, watermark"
-    prompt_2: str | None = None
-    strength: float = 0.6
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
-    steps: int = 20
-    batch_size: int = 1
-    seed: int | None = None
-    width: int = 0
-    height: int = 0
     chain: list[StepSpec] = Field(default_factory=list)
     output_format: Literal["jpeg", "png", "webp", "avif"] = "jpeg"
     keep_composition: bool = False
@@ -299,6 +382,20 @@ class Recipe(BaseModel):
         if not v or not v.strip():
             raise ValueError("name must not be empty")
         return v
+
+    def generation_request(self, *, source_image: str, prompt: str, seed: int | None = None) -> GenerationRequest:
+        """The request for this recipe, validated through `GenerationParams` again (a recipe changed with
+        `model_copy` skipped validation); raises pydantic's ValidationError naming the field and the range.
+
+        `seed` is the one to send (a derived seed, or the recipe's moved on by a regeneration); it
+        counts as explicit only when the recipe sets a seed of its own."""
+        params = GenerationParams.model_validate(self.model_dump(include=set(PARAM_NAMES)))
+        values = params.set_params()
+        explicit = tuple(values)
+        if seed is not None:
+            values["seed"] = seed
+        values.setdefault("negative_prompt", PARAM_DEFAULTS["negative_prompt"])
+        return GenerationRequest(source_image=source_image, prompt=prompt, explicit=explicit, **values)
 
 
 # Gates whose score is a number compared with one threshold: the ones a review band can apply to.

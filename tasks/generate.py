@@ -277,7 +277,7 @@ async def run_generation(
     accepted job of the same request is resumed from there; without one (benchmarks of a provider
     alone), only this process remembers it."""
     started = time.monotonic()
-    provider.check_supported(request)
+    provider.check_request(request)
     key = request_key(provider, request)
     timings: dict[str, float] = {}
     use_limits = use_limits and provider.uses_shared_limits

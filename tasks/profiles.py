@@ -7,7 +7,7 @@ from prefect import task
 from blocks.client_profile import ClientProfile, foreign_block_error
 from pydantic import ValidationError
 
-from models import GenerationRequest, InvalidInput, describe_validation_error
+from models import InvalidInput, describe_validation_error
 from tasks.postprocess.chain import ChainContext, prepare_chain
 
 
@@ -18,6 +18,8 @@ def load_profile(client: str) -> ClientProfile:
     webhook) learns nothing about who else is served here."""
     try:
         profile = ClientProfile.load(client)
+    except ValidationError as exc:  # a saved profile that no longer validates (e.g. a recipe's negative seed)
+        raise InvalidInput(f"ClientProfile block {client!r} is invalid: {describe_validation_error(exc)}") from exc
     except ValueError as exc:
         raise InvalidInput(f"unknown client {client!r}: no ClientProfile block of that name "
                            f"(save one as block type {ClientProfile.get_block_type_slug()!r}, name {client!r})") from exc
@@ -41,11 +43,8 @@ def check_profile(profile: ClientProfile) -> None:
         except InvalidInput as exc:
             raise InvalidInput(f"recipe {recipe.name!r}: {exc}") from exc
         try:
-            GenerationRequest(
-                source_image="file:///profile-check", prompt=recipe.style or profile.default_style or "check",
-                negative_prompt=recipe.negative_prompt, prompt_2=recipe.prompt_2, guidance_scale=recipe.guidance_scale,
-                image_guidance_scale=recipe.image_guidance_scale, strength=recipe.strength, steps=recipe.steps,
-                batch_size=recipe.batch_size, seed=recipe.seed, width=recipe.width, height=recipe.height,
-            )
+            # The same validation every request goes through (tasks/prompt.py make_request).
+            recipe.generation_request(source_image="file:///profile-check",
+                                      prompt=recipe.style or profile.default_style or "check")
         except ValidationError as exc:
             raise InvalidInput(f"recipe {recipe.name!r}: {describe_validation_error(exc)}") from exc

@@ -55,15 +55,10 @@ def make_request(asset: LoadedAsset, recipe: Recipe, profile: ClientProfile, rev
         profile.prompt_template, subject=subject_from_name(asset.name), style=style,
         palette=profile.palette, client=profile.display_name or profile.client_id, extra=extra,
     )
+    # A recipe's seed is validated (0 … 2**32-1) with the recipe; only the regeneration offset wraps.
     seed = (derive_seed(recipe, asset.source_key) + 7_919 * len(review_notes or [])) % 2**32
     try:
-        return GenerationRequest(
-            source_image=f"file://{asset.path}", prompt=prompt, prompt_2=recipe.prompt_2,
-            negative_prompt=recipe.negative_prompt, guidance_scale=recipe.guidance_scale,
-            image_guidance_scale=recipe.image_guidance_scale, strength=recipe.strength, steps=recipe.steps,
-            batch_size=recipe.batch_size, seed=seed,
-            width=recipe.width, height=recipe.height,
-        )
+        return recipe.generation_request(source_image=f"file://{asset.path}", prompt=prompt, seed=seed)
     except ValidationError as exc:
         raise InvalidInput(f"recipe {recipe.name!r}: {describe_validation_error(exc)}") from exc
 

@@ -11,16 +11,72 @@ show in the UI) with four async methods:
 plus the limits the generation task honours (requests per minute, concurrent
 jobs) and the price per image that goes into the ledger. Errors are mapped to
 `RateLimited`, `Transient` (both retried) and `Rejected` (never retried).
+
+What a provider can honour is declared once, in its `wire_map()`: for every
+parameter of `GenerationParams`, its wire name and converter (`Wire`) or why it
+is not supported (`Unsupported`). `wire_params(request)` applies the map before
+any call: a parameter the recipe set that the provider cannot honour is a
+`Rejected` naming the field and the reason; a parameter left unset is simply
+not sent there (and carries the contract's default where it is supported).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from models import GenerationRequest, JobEvent, JobHandle, JobStatus, Rejected
+from models import PARAM_NAMES, GenerationRequest, JobEvent, JobHandle, JobStatus, Rejected, asks_nothing
+
+
+class CannotHonour(ValueError):
+    """Raised by a `Wire` converter for a value the provider cannot take (the message says what it takes)."""
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A parameter the provider honours: sent as `name`, converted by `convert` (which may raise
+    `CannotHonour`). `name` None: honoured by the block's own code, as `how` says (folded into the
+    prompt, the source resized, …), with `convert` still checking the value."""
+
+    name: str | None
+    convert: Callable[[Any], Any] = _same
+    how: str = ""
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A parameter the provider has no way to honour, and why."""
+
+    reason: str
+
+
+WireMap = dict[str, "Wire | Unsupported"]
+
+
+def at_most(limit: int | float, why: str) -> Callable[[Any], Any]:
+    """A converter that passes values up to `limit` and refuses larger ones with `why`."""
+    def convert(value: Any) -> Any:
+        if value > limit:
+            raise CannotHonour(f"at most {limit:g}: {why}")
+        return value
+    return convert
+
+
+def within(lo: float, hi: float, why: str, convert: Callable[[Any], Any] = _same) -> Callable[[Any], Any]:
+    """A converter that converts, then refuses a wire value outside lo–hi with `why`."""
+    def check(value: Any) -> Any:
+        wire = convert(value)
+        if not lo <= wire <= hi:
+            raise CannotHonour(f"{why} (would send {wire:g})")
+        return wire
+    return check
 
 
 class ImageProvider(Block):
@@ -29,12 +85,6 @@ class ImageProvider(Block):
     _block_type_name = "Image Provider"
     _description = "Base of brandforge's image-to-image provider blocks."
 
-    # What a provider can honour; `check_supported` refuses the rest clearly.
-    supports_negative_prompt: ClassVar[bool] = True
-    supports_seed: ClassVar[bool] = True
-    supports_prompt_2: ClassVar[bool] = False
-    supports_image_guidance: ClassVar[bool] = False
-    max_batch_size: ClassVar[int] = 8
     # Whether the provider calls back when a job ends (the generation task then also
     # listens for the relayed `brandforge.generation.*` event instead of only polling).
     supports_webhooks: ClassVar[bool] = False
@@ -68,13 +118,43 @@ class ImageProvider(Block):
         """Resource id of the `brandforge.generation.*` events about one job."""
         return f"brandforge.job.{self.provider_name}.{job_id}"
 
-    def check_supported(self, request: GenerationRequest) -> None:
-        """Refuse, before any call, what this provider cannot honour."""
-        if request.batch_size > self.max_batch_size:
-            raise Rejected(
-                f"batch_size must be at most {self.max_batch_size} for {self.provider_name} (got {request.batch_size})",
-                provider=self.provider_name,
-            )
+    def wire_map(self) -> WireMap:
+        """Parameter -> `Wire` or `Unsupported`, for every name in `PARAM_NAMES` (may depend on settings)."""
+        raise NotImplementedError
+
+    def wire_params(self, request: GenerationRequest) -> dict[str, Any]:
+        """{wire name: value} for this request; `Rejected` (before any call) naming every parameter the
+        request set explicitly that this provider cannot honour. Unset ones it cannot honour are left out."""
+        wire_map = self.wire_map()
+        missing = [name for name in PARAM_NAMES if name not in wire_map]
+        if missing:
+            raise NotImplementedError(f"{type(self).__name__}.wire_map() does not declare {missing}")
+        sent: dict[str, Any] = {}
+        refused: list[str] = []
+        for name in PARAM_NAMES:
+            spec, value = wire_map[name], getattr(request, name)
+            if asks_nothing(name, value):
+                continue
+            if isinstance(spec, Unsupported):
+                if request.is_explicit(name):
+                    refused.append(f"{name} is not supported by {self.provider_name} ({spec.reason})")
+                continue
+            try:
+                converted = spec.convert(value)
+            except CannotHonour as exc:
+                if request.is_explicit(name):
+                    refused.append(f"{name}={value!r} cannot be honoured by {self.provider_name}: {exc}")
+                continue
+            if spec.name is not None:
+                sent[spec.name] = converted
+        if refused:
+            raise Rejected("; ".join(refused) + "; leave it unset in the recipe or choose a provider that has it",
+                           provider=self.provider_name)
+        return sent
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Refuse, before any call (and before any rate-limit slot), what this provider cannot honour."""
+        self.wire_params(request)
 
     async def submit(self, request: GenerationRequest) -> JobHandle:
         raise NotImplementedError
@@ -87,3 +167,46 @@ class ImageProvider(Block):
 
     def verify_webhook(self, headers: dict[str, str], body: bytes) -> JobEvent:
         raise Rejected(f"{self.provider_name} does not send webhooks", provider=self.provider_name)
+
+
+class ImageRefiner(Block):
+    """The refine capability: upscale, restore faces or outpaint one finished image (encoded bytes in
+    and out). Provider blocks that serve it (Replicate, Stability) inherit it, so one block, one token
+    and one HTTP path do both generation and refining; not registered on its own."""
+
+    _block_type_name = "Image Refiner"
+    _description = "Base of brandforge's refiner blocks (upscale, face restoration, outpainting)."
+
+    refiner_name: ClassVar[str] = "refiner"
+    # What this service can do: "upscale", "faces", "outpaint" (checked before any image is processed).
+    offers: ClassVar[frozenset[str]] = frozenset()
+
+    async def upscale(self, image: bytes, scale: int = 4) -> bytes:
+        raise Rejected(f"{self.refiner_name} does not offer upscaling", provider=self.refiner_name)
+
+    async def restore_faces(self, image: bytes, model: str = "gfpgan", fidelity: float = 0.5) -> bytes:
+        raise Rejected(f"{self.refiner_name} does not offer face restoration", provider=self.refiner_name)
+
+    async def outpaint(self, image: bytes, mask: bytes, prompt: str = "", seed: int | None = None) -> bytes:
+        raise Rejected(f"{self.refiner_name} does not offer outpainting", provider=self.refiner_name)
+
+
+def sniff_mime(data: bytes) -> str:
+    """The MIME type of encoded image bytes, from their magic number."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+def renamed_fields(data: Any, renames: dict[str, str]) -> Any:
+    """Saved blocks of an older shape: their field names mapped onto today's (a `mode="before"` helper)."""
+    if isinstance(data, dict):
+        data = dict(data)
+        for old, new in renames.items():
+            if old in data and new not in data:
+                data[new] = data.pop(old)
+    return data

@@ -30,9 +30,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from blocks.providers.hosted import HostedProvider
+from blocks.providers.base import CannotHonour, Unsupported, Wire, WireMap
+from blocks.providers.hosted import SynchronousProvider
 from blocks.providers.http import prepare_source
-from models import GenerationRequest, JobHandle, JobStatus, Rejected, Transient, stable_hash
+from models import GenerationRequest, JobHandle, Rejected, Transient, stable_hash
 
 logger = logging.getLogger("brandforge.providers")
 
@@ -59,13 +60,20 @@ _UNSUPPORTED = {
     "sdxl-instruct-pix2pix": {"strength": "InstructPix2Pix edits by instruction; it has no strength"},
 }
 
+
+def _at_least_one(value: float) -> float:
+    if value < 1:
+        raise CannotHonour("InstructPix2Pix needs image_guidance_scale of at least 1")
+    return value
+
+
 # Loaded pipelines, one per (folder, kind, device, dtype) per process, each with its lock:
 # a pipeline object is not safe to call from two threads at once.
 _PIPELINES: dict[tuple[str, str, str, str], tuple[Any, threading.Lock]] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-class DiffusersProvider(HostedProvider):
+class DiffusersProvider(SynchronousProvider):
     """Self-hosted diffusers img2img (SD 1.5 / SDXL / InstructPix2Pix) from a local model folder."""
 
     _block_type_name = "Brandforge Diffusers"
@@ -99,8 +107,25 @@ class DiffusersProvider(HostedProvider):
                            "or set pipeline explicitly", provider=self.provider_name)
         return _CLASS_TO_KIND[name]
 
-    def unsupported_reasons(self) -> dict[str, str]:
-        return _UNSUPPORTED[self.kind()]
+    def wire_map(self) -> WireMap:
+        """The pipeline's __call__ arguments, per pipeline family (the table in this module's docstring)."""
+        kind = self.kind()
+        ip2p = kind in ("instruct-pix2pix", "sdxl-instruct-pix2pix")
+        resized = "the source is resized (img2img output follows the input), to multiples of 8"
+        wire: WireMap = {
+            "prompt_2": Wire("prompt_2"),
+            "negative_prompt": Wire("negative_prompt"),
+            "guidance_scale": Wire("guidance_scale"),
+            "image_guidance_scale": Wire("image_guidance_scale", _at_least_one if ip2p else lambda v: v),
+            "strength": Wire("strength"),
+            "steps": Wire("num_inference_steps"),
+            "batch_size": Wire("num_images_per_prompt"),
+            "seed": Wire(None, how="seeds the torch generator"),
+            "width": Wire(None, how=resized),
+            "height": Wire(None, how=resized),
+        }
+        wire.update({name: Unsupported(why) for name, why in _UNSUPPORTED[kind].items()})
+        return wire
 
     def _device_and_dtype(self) -> tuple[str, Any]:
         import torch
@@ -138,30 +163,15 @@ class DiffusersProvider(HostedProvider):
 
     # ------------------------------------------------------------------ mapping
 
-    def call_kwargs(self, request: GenerationRequest, kind: str) -> dict[str, Any]:
+    def call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         """The pipeline's __call__ arguments for this request (without image and generator)."""
-        kw: dict[str, Any] = {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or None,
-            "guidance_scale": request.guidance_scale,
-            "num_images_per_prompt": request.batch_size,
-            "num_inference_steps": request.steps,
-        }
-        if kind in ("sd15", "sdxl"):
-            kw["strength"] = request.strength
+        kw: dict[str, Any] = {"prompt": request.prompt, **self.wire_params(request)}
+        strength = kw.get("strength")
+        if strength is not None and request.steps * strength < 1:
             # img2img runs int(steps × strength) denoising steps; zero would be an error in diffusers.
-            needed = math.ceil(1 / request.strength)
-            if request.steps * request.strength < 1:
-                logger.warning("diffusers: steps %d × strength %g < 1; running %d steps", request.steps,
-                               request.strength, needed)
-                kw["num_inference_steps"] = needed
-        if kind in ("sdxl", "sdxl-instruct-pix2pix") and request.prompt_2:
-            kw["prompt_2"] = request.prompt_2
-        if kind in ("instruct-pix2pix", "sdxl-instruct-pix2pix"):
-            if request.image_guidance_scale < 1:
-                raise Rejected(f"image_guidance_scale must be at least 1 for InstructPix2Pix (got "
-                               f"{request.image_guidance_scale})", provider=self.provider_name)
-            kw["image_guidance_scale"] = request.image_guidance_scale
+            needed = math.ceil(1 / strength)
+            logger.warning("diffusers: steps %d × strength %g < 1; running %d steps", request.steps, strength, needed)
+            kw["num_inference_steps"] = needed
         return kw
 
     def _source(self, request: GenerationRequest):
@@ -183,7 +193,7 @@ class DiffusersProvider(HostedProvider):
         import torch
 
         kind = self.kind()
-        kwargs = self.call_kwargs(request, kind)
+        kwargs = self.call_kwargs(request)
         image = self._source(request)
         pipe, lock, device = self._load()
         generator = torch.Generator(device="cpu" if device == "mps" else device)
@@ -206,16 +216,10 @@ class DiffusersProvider(HostedProvider):
     # ------------------------------------------------------------------ protocol
 
     async def submit(self, request: GenerationRequest) -> JobHandle:
-        self.check_supported(request)
+        self.check_request(request)
         job_id = stable_hash({"model": str(Path(self.model_path).resolve()), "kind": self.kind(),
                               "request": request.model_dump()})[:24]
         if self.stored_job(job_id) is None:
             images = await asyncio.to_thread(self.render, request)
             self.store_job(job_id, images)
         return JobHandle(provider=self.provider_name, job_id=job_id, extra={"synchronous": True})
-
-    async def status(self, handle: JobHandle) -> JobStatus:
-        return await self.stored_status(handle)
-
-    async def fetch(self, handle: JobHandle) -> list[bytes]:
-        return await self.stored_fetch(handle)

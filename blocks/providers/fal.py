@@ -19,13 +19,14 @@ import time
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field
 
+from blocks.http import json_of, send, send_sync
+from blocks.providers.base import Unsupported, Wire, WireMap
 from blocks.providers.hosted import HostedProvider
-from blocks.providers.http import data_uri, download, is_remote, json_of, prepare_source, send
+from blocks.providers.http import data_uri, download, is_remote, prepare_source
 from models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
 
 _JWKS_CACHE: dict[str, tuple[float, list[Ed25519PublicKey]]] = {}
@@ -47,10 +48,9 @@ def jwks_keys(url: str, *, timeout_s: float = 10.0, refresh: bool = False) -> li
         if cached and time.monotonic() - cached[0] < max_age:
             return cached[1]
     try:
-        resp = httpx.get(url, timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
-        resp.raise_for_status()
-        doc = resp.json()
-    except (httpx.HTTPError, ValueError) as exc:
+        doc = json_of(send_sync("fal", "GET", url, timeout_s=timeout_s), "fal")
+    except (Transient, Rejected) as exc:
+        # Without the keys no webhook can be verified yet; polling still finishes the job.
         raise Transient(f"fal: cannot read the webhook JWKS at {url}: {exc}", provider="fal") from exc
     keys = [
         Ed25519PublicKey.from_public_bytes(_b64url_decode(k["x"]))
@@ -86,40 +86,38 @@ class FalProvider(HostedProvider):
     def _is_flux(self) -> bool:
         return "flux" in self.model
 
-    def unsupported_reasons(self) -> dict[str, str]:
-        why = {"prompt_2": "fal img2img models take one prompt",
-               "image_guidance_scale": "only InstructPix2Pix pipelines have it"}
-        if self._is_flux:
-            why["negative_prompt"] = "FLUX has no negative prompt"
-        return why
+    def wire_map(self) -> WireMap:
+        # fal's `strength` is read as a denoise strength (1 = ignore the source), like ours;
+        # reference/providers.md marks that as presumed, not confirmed by fal's docs.
+        flux = self._is_flux
+        return {
+            "prompt_2": Unsupported("fal img2img models take one prompt"),
+            "negative_prompt": Unsupported("FLUX has no negative prompt") if flux else Wire("negative_prompt"),
+            "guidance_scale": Wire("guidance_scale"),
+            "image_guidance_scale": Unsupported("only InstructPix2Pix pipelines have it"),
+            "strength": Wire("strength", how="presumed the same convention (denoise)"),
+            "steps": Wire("num_inference_steps"),
+            "batch_size": Wire("num_images"),
+            "seed": Wire("seed"),
+            "width": Wire(None, how="the source is resized (FLUX) or image_size is sent (SDXL)"),
+            "height": Wire(None, how="the source is resized (FLUX) or image_size is sent (SDXL)"),
+        }
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self.token()}"}
 
     def build_input(self, request: GenerationRequest, image: str) -> dict[str, Any]:
-        # fal's `strength` is read as a denoise strength (1 = ignore the source), like ours;
-        # reference/providers.md marks that as presumed, not confirmed by fal's docs.
-        body: dict[str, Any] = {
-            "image_url": image,
-            "prompt": request.prompt,
-            "strength": request.strength,
-            "num_inference_steps": request.steps,
-            "guidance_scale": request.guidance_scale,
-            "num_images": request.batch_size,
-        }
+        body: dict[str, Any] = {"image_url": image, "prompt": request.prompt, **self.wire_params(request)}
         if not self._is_flux:
-            body["negative_prompt"] = request.negative_prompt
             body["format"] = "png"
             if request.width and request.height:
                 body["image_size"] = {"width": request.width, "height": request.height}
         else:
             body["output_format"] = "png"
-        if request.seed is not None:
-            body["seed"] = request.seed
         return {**body, **self.extra_input}
 
     async def submit(self, request: GenerationRequest) -> JobHandle:
-        self.check_supported(request)
+        self.wire_params(request)  # refuse what cannot be honoured before the source is encoded
         if is_remote(request.source_image) and not (request.width or request.height):
             image = request.source_image
         else:

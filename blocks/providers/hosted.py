@@ -1,38 +1,21 @@
 """HostedProvider: what every provider reached over HTTP has in common.
 
-Settings (base URL, API key as `SecretStr`, timeouts, the gateway URL webhooks
-are sent to), the policy for request fields a provider cannot honour (drop them
-with a warning, or refuse the request naming the field), and a small job folder
-for synchronous providers (Stability, OpenAI), whose answer *is* the image: it
-is written to disk at once so `fetch` works from any retry of the task.
+Settings (base URL, the API key as one `SecretStr`, timeouts, the gateway URL
+webhooks are sent to) and a small job folder for synchronous providers
+(Stability, OpenAI), whose answer *is* the image: it is written to disk at once
+so `fetch` works from any retry of the task. What each provider honours is its
+`wire_map()` (blocks/providers/base.py).
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
 from blocks.providers.base import ImageProvider
-from models import GenerationRequest, JobHandle, JobState, JobStatus, Rejected, Transient
-
-logger = logging.getLogger("brandforge.providers")
-
-_DEFAULTS = GenerationRequest.model_fields
-
-
-def _differs(request: GenerationRequest, field: str) -> bool:
-    """Whether a field carries a wish (not just the contract's neutral default)."""
-    value = getattr(request, field)
-    if field in ("seed", "prompt_2"):
-        return value is not None
-    if field == "negative_prompt":
-        return bool(value and value.strip())
-    if field in ("width", "height"):
-        return value != 0
-    return value != _DEFAULTS[field].default
+from models import JobHandle, JobState, JobStatus, Transient
 
 
 class HostedProvider(ImageProvider):
@@ -41,18 +24,11 @@ class HostedProvider(ImageProvider):
     _block_type_name = "Hosted Image Provider"
 
     uses_shared_limits: ClassVar[bool] = True
-    # field -> why this provider cannot honour it; filled by each subclass.
-    unsupported_fields: ClassVar[dict[str, str]] = {}
-
     base_url: str = Field("", description="API root; the provider's public one unless you proxy it.")
     api_key: SecretStr = Field(SecretStr(""), description="API token (kept secret; never logged).")
     request_timeout_s: float = Field(60.0, gt=0, description="Longest wait for one HTTP answer.")
     webhook_url: str | None = Field(
         None, description="Public URL of the brandforge webhook gateway for this block; null = poll only."
-    )
-    refuse_unsupported: bool = Field(
-        False,
-        description="Refuse requests that set a field this provider cannot honour, instead of dropping it with a warning.",
     )
     job_dir: str = Field(".brandforge/provider-jobs", description="Where synchronous answers are kept until fetched.")
     limit_group: str = Field(
@@ -68,26 +44,6 @@ class HostedProvider(ImageProvider):
 
     def token(self) -> str:
         return self.api_key.get_secret_value()
-
-    def unsupported_reasons(self) -> dict[str, str]:
-        """field -> why this provider (with this block's settings) cannot honour it."""
-        return self.unsupported_fields
-
-    def unsupported_in(self, request: GenerationRequest) -> list[str]:
-        """One message per field that this request sets and this provider cannot honour."""
-        return [
-            f"{field} is not supported by {self.provider_name} ({why})"
-            for field, why in self.unsupported_reasons().items()
-            if _differs(request, field)
-        ]
-
-    def check_supported(self, request: GenerationRequest) -> None:
-        super().check_supported(request)
-        notes = self.unsupported_in(request)
-        if notes and self.refuse_unsupported:
-            raise Rejected("; ".join(notes) + "; set refuse_unsupported=false to drop them", provider=self.provider_name)
-        for note in notes:
-            logger.warning("%s; dropping it", note)
 
     # ------------------------------------------------------------------ sync-provider job folder
 
@@ -120,3 +76,16 @@ class HostedProvider(ImageProvider):
         if stored is None:
             raise Transient(f"no stored answer for job {handle.job_id}", provider=self.provider_name)
         return stored
+
+
+class SynchronousProvider(HostedProvider):
+    """A provider whose answer to `submit` is the images (Stability, OpenAI, in-process diffusers):
+    `submit` stores them, `status` and `fetch` read them back; not registered on its own."""
+
+    _block_type_name = "Synchronous Image Provider"
+
+    async def status(self, handle: JobHandle) -> JobStatus:
+        return await self.stored_status(handle)
+
+    async def fetch(self, handle: JobHandle) -> list[bytes]:
+        return await self.stored_fetch(handle)

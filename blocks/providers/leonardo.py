@@ -9,7 +9,8 @@ Wire format (reference/providers.md §5), three steps per job:
    `sdGenerationJob.generationId`; poll `GET /generations/{id}`.
 
 `init_strength` is inverted relative to ours (high keeps the source) and limited
-to 0.1–0.9, so `init_strength = 1 − strength`, clamped (with a warning). The
+to 0.1–0.9, so `init_strength = 1 − strength`; a recipe strength outside 0.1–0.9
+is refused before any call, like steps outside 10–60 and guidance below 1. The
 webhook is configured once per production API key, not per request; it carries
 the key's "webhook callback API key" as a bearer token and no signature, so the
 token check (constant-time) and the body's timestamp are all there is to verify.
@@ -20,27 +21,19 @@ from __future__ import annotations
 import hmac
 import io
 import json
-import logging
 import time
 from typing import Any, ClassVar
 
 from PIL import Image
 from pydantic import Field, SecretStr
 
+from blocks.http import json_of, send
+from blocks.providers.base import Unsupported, Wire, WireMap, within
 from blocks.providers.hosted import HostedProvider
-from blocks.providers.http import download, json_of, prepare_source, read_source, send
+from blocks.providers.http import download, prepare_source, read_source
 from models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
 
-logger = logging.getLogger("brandforge.providers")
 _STATES = {"PENDING": JobState.running, "COMPLETE": JobState.succeeded, "FAILED": JobState.failed}
-
-
-def _clamp(value: float, lo: float, hi: float, field: str, notes: list[str]) -> float:
-    if value < lo or value > hi:
-        clamped = min(hi, max(lo, value))
-        notes.append(f"{field} {value:g} is outside Leonardo's {lo:g}–{hi:g}; sending {clamped:g}")
-        return clamped
-    return value
 
 
 class LeonardoProvider(HostedProvider):
@@ -52,11 +45,6 @@ class LeonardoProvider(HostedProvider):
 
     provider_name: ClassVar[str] = "leonardo"
     supports_webhooks: ClassVar[bool] = True
-    unsupported_fields: ClassVar[dict[str, str]] = {
-        "prompt_2": "Leonardo takes one prompt",
-        "image_guidance_scale": "only InstructPix2Pix pipelines have it",
-    }
-
     base_url: str = "https://cloud.leonardo.ai/api/rest/v1"
     model: str = Field("b24e16ff-06e3-43eb-8d33-4416c2d75876", description="Leonardo modelId (a UUID).")
     webhook_url: str | None = Field(
@@ -68,6 +56,22 @@ class LeonardoProvider(HostedProvider):
     requests_per_minute: int = 100  # /generations' own limit
     max_concurrent_jobs: int = 10
     price_per_image_usd: float = 0.01
+
+    def wire_map(self) -> WireMap:
+        sized = "multiples of 8, 32-1536 px, keeping the asked or the source's shape"
+        return {
+            "prompt_2": Unsupported("Leonardo takes one prompt"),
+            "negative_prompt": Wire("negative_prompt"),
+            "guidance_scale": Wire("guidance_scale", within(1, 20, "Leonardo's guidance_scale is 1-20")),
+            "image_guidance_scale": Unsupported("only InstructPix2Pix pipelines have it"),
+            "strength": Wire("init_strength", within(0.1, 0.9, "Leonardo's init_strength (1 - strength) is 0.1-0.9",
+                                                     lambda v: round(1.0 - v, 4)), how="inverted: higher keeps the source"),
+            "steps": Wire("num_inference_steps", within(10, 60, "Leonardo's num_inference_steps is 10-60")),
+            "batch_size": Wire("num_images"),
+            "seed": Wire("seed"),
+            "width": Wire(None, how=sized),
+            "height": Wire(None, how=sized),
+        }
 
     def _headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token()}", "accept": "application/json"}
@@ -87,28 +91,11 @@ class LeonardoProvider(HostedProvider):
         return (max(32, int(w * scale) // 8 * 8), max(32, int(h * scale) // 8 * 8))
 
     def generation_body(self, request: GenerationRequest, init_image_id: str, size: tuple[int, int]) -> dict[str, Any]:
-        notes: list[str] = []
-        body: dict[str, Any] = {
-            "prompt": request.prompt,
-            "modelId": self.model,
-            "init_image_id": init_image_id,
-            "init_strength": round(_clamp(1.0 - request.strength, 0.1, 0.9, "init_strength (1 - strength)", notes), 4),
-            "negative_prompt": request.negative_prompt,
-            "guidance_scale": _clamp(request.guidance_scale, 1, 20, "guidance_scale", notes),
-            "num_inference_steps": int(_clamp(request.steps, 10, 60, "steps", notes)),
-            "num_images": request.batch_size,
-            "width": size[0],
-            "height": size[1],
-        }
-        if request.seed is not None:
-            body["seed"] = request.seed
         if request.batch_size > 4 and max(size) > 768:
             raise Rejected(f"batch_size must be at most 4 on Leonardo when a side is over 768 px (got {request.batch_size} "
                            f"at {size[0]}x{size[1]})", provider=self.provider_name)
-        for note in notes:
-            if self.refuse_unsupported:
-                raise Rejected(note, provider=self.provider_name)
-            logger.warning("leonardo: %s", note)
+        body: dict[str, Any] = {"prompt": request.prompt, "modelId": self.model, "init_image_id": init_image_id,
+                                **self.wire_params(request), "width": size[0], "height": size[1]}
         return {**body, **self.extra_body}
 
     async def upload_init_image(self, png: bytes) -> str:
@@ -127,8 +114,8 @@ class LeonardoProvider(HostedProvider):
         return init_id
 
     async def submit(self, request: GenerationRequest) -> JobHandle:
-        self.check_supported(request)
         size = self.target_size(request)
+        self.generation_body(request, "", size)  # refuse what cannot be honoured before the upload
         resized = request.model_copy(update={"width": size[0], "height": size[1]}) if size[0] >= 64 and size[1] >= 64 else request
         png = prepare_source(resized, provider=self.provider_name, fit_to_request=True)
         init_id = await self.upload_init_image(png)

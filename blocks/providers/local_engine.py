@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import Field
 
-from blocks.providers.base import ImageProvider
+from blocks.providers.base import ImageProvider, Wire, WireMap
 from blocks.providers.stylise import choose_style
 from models import GenerationRequest, JobHandle, JobState, JobStatus, Rejected, stable_hash
 
@@ -57,11 +57,25 @@ class LocalEngine(ImageProvider):
     _description = "Seeded, deterministic stylisations for demos, tests and benchmarks; no network."
 
     provider_name: ClassVar[str] = "local"
-    supports_prompt_2: ClassVar[bool] = True
 
     model: str = "brandforge-local-v1"
     job_dir: str = Field(".brandforge/jobs", description="Where finished jobs are kept until fetched.")
     palette: list[str] = Field(default_factory=list, description="Colours for the flat illustration style.")
+
+    def wire_map(self) -> WireMap:
+        # Every parameter drives the pixels (see render_variant); nothing goes over a wire.
+        return {
+            "prompt_2": Wire(None, how="its words also pick the style"),
+            "negative_prompt": Wire(None, how="its words rule a style out"),
+            "guidance_scale": Wire(None, how="the style's intensity"),
+            "image_guidance_scale": Wire(None, how="no effect on a stylisation: the source is always the base"),
+            "strength": Wire(None, how="the blend of source and stylised image"),
+            "steps": Wire(None, how="the style's refinement passes"),
+            "batch_size": Wire(None, how="distinct seeded variants"),
+            "seed": Wire(None, how="drives every random choice"),
+            "width": Wire(None, how="the source is resized"),
+            "height": Wire(None, how="the source is resized"),
+        }
 
     def _job_path(self, job_id: str) -> Path:
         return Path(self.job_dir) / job_id
@@ -70,7 +84,7 @@ class LocalEngine(ImageProvider):
         return stable_hash({"model": self.model, "palette": self.palette, "request": request.model_dump()})[:24]
 
     async def submit(self, request: GenerationRequest) -> JobHandle:
-        self.check_supported(request)
+        self.check_request(request)
         job_id = self.job_id_for(request)
         folder = self._job_path(job_id)
         if not (folder / "done").exists():

@@ -6,12 +6,13 @@ Wire format (reference/providers.md §4): multipart/form-data with the source as
 answer in base64; dall-e-2 is asked for `response_format=b64_json`). It is
 synchronous: `submit` receives the images and keeps them for `fetch`.
 
-What the API lacks is mapped where a faithful mapping exists and dropped with a
-warning (or refused, with `refuse_unsupported`) where none does:
+What the API lacks is mapped where a faithful mapping exists (`wire_map`):
 - strength → `input_fidelity` (below 0.5 = "high": keep the source; else "low");
 - negative_prompt and prompt_2 → folded into the prompt text;
 - width/height → the nearest `size` the model accepts;
-- seed, steps, guidance_scale, image_guidance_scale → no equivalent.
+- seed, steps, guidance_scale, image_guidance_scale → no equivalent: a recipe
+  that sets one is refused before any call; left unset (a derived seed counts
+  as unset), nothing is sent and nothing is said.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from typing import ClassVar, Literal
 from PIL import Image
 from pydantic import Field
 
-from blocks.providers.hosted import HostedProvider
-from blocks.providers.http import json_of, prepare_source, send
-from models import GenerationRequest, JobHandle, JobStatus, Transient
+from blocks.http import json_of, send
+from blocks.providers.base import Unsupported, Wire, WireMap
+from blocks.providers.hosted import SynchronousProvider
+from blocks.providers.http import prepare_source
+from models import GenerationRequest, JobHandle, Transient
 
 FIXED_SIZES = {(1024, 1024): "1024x1024", (1536, 1024): "1536x1024", (1024, 1536): "1024x1536"}
 
 
-class OpenAIImagesProvider(HostedProvider):
+class OpenAIImagesProvider(SynchronousProvider):
     """OpenAI Images edits (gpt-image-*, dall-e-2), synchronous, base64 outputs."""
 
     _block_type_name = "Brandforge OpenAI Images"
@@ -39,13 +42,6 @@ class OpenAIImagesProvider(HostedProvider):
     _description = "Image edits on OpenAI's Images API (/v1/images/edits), b64_json outputs."
 
     provider_name: ClassVar[str] = "openai"
-    unsupported_fields: ClassVar[dict[str, str]] = {
-        "seed": "image edits have no seed; outputs are not reproducible",
-        "steps": "image edits have no step count",
-        "guidance_scale": "image edits have no guidance scale",
-        "image_guidance_scale": "image edits have no image guidance scale (strength maps to input_fidelity)",
-    }
-
     base_url: str = "https://api.openai.com"
     model: str = Field("gpt-image-1", description="gpt-image-1, gpt-image-1-mini, gpt-image-1.5, gpt-image-2 or dall-e-2.")
     quality: Literal["auto", "low", "medium", "high"] = "auto"
@@ -53,6 +49,24 @@ class OpenAIImagesProvider(HostedProvider):
     requests_per_minute: int = 50
     max_concurrent_jobs: int = 4
     price_per_image_usd: float = 0.042
+
+    def wire_map(self) -> WireMap:
+        folded = "folded into the prompt text"
+        sized = "the nearest size the model accepts"
+        return {
+            "prompt_2": Wire(None, how=folded),
+            "negative_prompt": Wire(None, how=folded),
+            "guidance_scale": Unsupported("image edits have no guidance scale"),
+            "image_guidance_scale": Unsupported("image edits have no image guidance scale (strength maps to input_fidelity)"),
+            # Our strength is a denoise strength; OpenAI only knows how faithfully to keep the input.
+            "strength": Unsupported("dall-e-2 has no input_fidelity") if self.model == "dall-e-2"
+            else Wire("input_fidelity", lambda v: "high" if v < 0.5 else "low"),
+            "steps": Unsupported("image edits have no step count"),
+            "batch_size": Wire("n", str),
+            "seed": Unsupported("image edits have no seed; outputs are not reproducible"),
+            "width": Wire(None, how=sized),
+            "height": Wire(None, how=sized),
+        }
 
     def prompt_text(self, request: GenerationRequest) -> str:
         parts = [request.prompt]
@@ -76,19 +90,17 @@ class OpenAIImagesProvider(HostedProvider):
         return min(FIXED_SIZES.items(), key=lambda kv: abs(kv[0][0] / kv[0][1] - aspect))[1]
 
     def fields(self, request: GenerationRequest, source_size: tuple[int, int]) -> dict[str, str]:
-        fields = {"prompt": self.prompt_text(request), "model": self.model, "n": str(request.batch_size),
-                  "size": self.size_for(request, source_size)}
+        fields = {"prompt": self.prompt_text(request), "model": self.model, "size": self.size_for(request, source_size),
+                  **self.wire_params(request)}
         if self.model == "dall-e-2":
             fields["response_format"] = "b64_json"
         else:
             fields["quality"] = self.quality
             fields["output_format"] = "png"
-            # Our strength is a denoise strength; OpenAI only knows how faithfully to keep the input.
-            fields["input_fidelity"] = "high" if request.strength < 0.5 else "low"
         return fields
 
     async def submit(self, request: GenerationRequest) -> JobHandle:
-        self.check_supported(request)
+        self.wire_params(request)  # refuse what cannot be honoured before the source is encoded
         png = prepare_source(request, provider=self.provider_name)
         size = Image.open(io.BytesIO(png)).size
         headers = {"Authorization": f"Bearer {self.token()}"}
@@ -105,9 +117,3 @@ class OpenAIImagesProvider(HostedProvider):
         job_id = resp.headers.get("x-request-id") or uuid.uuid4().hex
         self.store_job(job_id, images)
         return JobHandle(provider=self.provider_name, job_id=job_id, extra={"synchronous": True})
-
-    async def status(self, handle: JobHandle) -> JobStatus:
-        return await self.stored_status(handle)
-
-    async def fetch(self, handle: JobHandle) -> list[bytes]:
-        return await self.stored_fetch(handle)

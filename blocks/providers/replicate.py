@@ -9,8 +9,14 @@ polling follows the prediction's own `urls.get`; webhooks are Standard Webhooks
 so `fetch` downloads them as soon as the job is done.
 
 Input names follow the SDXL-style schema most img2img models on Replicate use
-(`image`, `prompt_strength`, `num_outputs`, …); `input_names` renames them for
-a model whose schema differs, `extra_input` adds model-specific ones.
+(`image`, `prompt_strength`, `num_outputs`, …), declared once in `wire_map`;
+`input_names` renames them for a model whose schema differs, `extra_input` adds
+model-specific ones.
+
+The same block refines (the post-processing chain's upscale, faces and reframe
+steps): official models for Real-ESRGAN, GFPGAN/CodeFormer and inpainting, run
+through the same predictions plumbing and the same token. `ReplicateRefiner`
+is this block under the refiner's saved block type.
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ import binascii
 import hashlib
 import hmac
 import json
+import asyncio
 import time
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
+from blocks.http import json_of, send
+from blocks.providers.base import ImageRefiner, Unsupported, Wire, WireMap, at_most, renamed_fields, sniff_mime
 from blocks.providers.hosted import HostedProvider
-from blocks.providers.http import data_uri, download, is_remote, json_of, prepare_source, send
+from blocks.providers.http import data_uri, download, is_remote, prepare_source
 from models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
 
 _STATES = {
@@ -68,20 +77,17 @@ def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes, *
     raise Rejected("webhook signature does not match", provider=provider)
 
 
-class ReplicateProvider(HostedProvider):
-    """Replicate predictions (official model, version or deployment) with webhooks and polling."""
+class ReplicateProvider(HostedProvider, ImageRefiner):
+    """Replicate predictions (official model, version or deployment) with webhooks and polling; also a refiner."""
 
     _block_type_name = "Brandforge Replicate"
     _block_type_slug = "brandforge-replicate"
     _description = "Image-to-image on Replicate: predictions, Prefer: wait, polling, Standard Webhooks."
 
     provider_name: ClassVar[str] = "replicate"
+    refiner_name: ClassVar[str] = "replicate"
+    offers: ClassVar[frozenset[str]] = frozenset({"upscale", "faces", "outpaint"})
     supports_webhooks: ClassVar[bool] = True
-    max_batch_size: ClassVar[int] = 4
-    unsupported_fields: ClassVar[dict[str, str]] = {
-        "prompt_2": "SDXL on Replicate takes one prompt",
-        "image_guidance_scale": "only InstructPix2Pix pipelines have it",
-    }
 
     base_url: str = "https://api.replicate.com"
     model: str = Field("stability-ai/sdxl", description="owner/name of an official model (ignored when version or deployment is set).")
@@ -97,74 +103,96 @@ class ReplicateProvider(HostedProvider):
     webhook_tolerance_s: float = Field(300.0, gt=0, description="Oldest webhook timestamp accepted (replay guard).")
     requests_per_minute: int = 600  # Replicate's documented create-prediction limit
     price_per_image_usd: float = 0.0035
+    # The refine capability (post-processing chain).
+    upscale_model: str = Field("nightmareai/real-esrgan", description="owner/name of the upscaler (inputs: image, scale).")
+    gfpgan_model: str = Field("tencentarc/gfpgan", description="owner/name of GFPGAN (inputs: img, version, scale).")
+    codeformer_model: str = Field("sczhou/codeformer", description="owner/name of CodeFormer (inputs: image, codeformer_fidelity …).")
+    inpaint_model: str = Field(
+        "stability-ai/stable-diffusion-inpainting", description="owner/name of an inpainting model (inputs: image, mask, prompt, seed)."
+    )
+    refine_poll_s: float = Field(1.0, gt=0, description="Longest gap between status polls of a refine prediction.")
+    refine_deadline_s: float = Field(600.0, gt=0, description="Longest wait for one refine result.")
+
+    def wire_map(self) -> WireMap:
+        return {
+            "prompt_2": Unsupported("SDXL on Replicate takes one prompt"),
+            "negative_prompt": Wire("negative_prompt"),
+            "guidance_scale": Wire("guidance_scale"),
+            "image_guidance_scale": Unsupported("only InstructPix2Pix pipelines have it"),
+            "strength": Wire("prompt_strength", how="the same convention: 1.0 = full destruction of the image"),
+            "steps": Wire("num_inference_steps"),
+            "batch_size": Wire("num_outputs", at_most(4, "SDXL on Replicate makes 1-4 outputs per prediction")),
+            "seed": Wire("seed"),
+            "width": Wire("width"),
+            "height": Wire("height"),
+        }
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token()}"}
 
+    def _root(self) -> str:
+        return self.base_url.rstrip("/")
+
     def _endpoint(self) -> tuple[str, dict[str, Any]]:
-        root = self.base_url.rstrip("/")
         if self.version:
-            return f"{root}/v1/predictions", {"version": self.version}
+            return f"{self._root()}/v1/predictions", {"version": self.version}
         if self.deployment:
-            return f"{root}/v1/deployments/{self.deployment}/predictions", {}
-        if "/" not in self.model:
-            raise Rejected(f"model must be owner/name (got {self.model!r}), or set version or deployment",
+            return f"{self._root()}/v1/deployments/{self.deployment}/predictions", {}
+        return self._model_endpoint(self.model), {}
+
+    def _model_endpoint(self, model: str) -> str:
+        if model.count("/") != 1 or not all(model.split("/")):
+            raise Rejected(f"model must be owner/name (got {model!r}), or set version or deployment",
                            provider=self.provider_name)
-        return f"{root}/v1/models/{self.model}/predictions", {}
+        return f"{self._root()}/v1/models/{model}/predictions"
+
+    async def _file_input(self, data: bytes, *, force: str = "auto") -> str:
+        """A data URI below Replicate's 1 MB recommendation, else an upload to the Files API."""
+        mime = sniff_mime(data)
+        if force == "data_uri" or (force == "auto" and len(data) < DATA_URI_LIMIT):
+            return data_uri(data, mime)
+        resp = await send(self.provider_name, "POST", f"{self._root()}/v1/files",
+                          timeout_s=self.request_timeout_s, headers=self._headers(),
+                          files={"content": ("input", data, mime)})
+        return json_of(resp, self.provider_name)["urls"]["get"]
 
     async def _image_input(self, request: GenerationRequest) -> str:
         if is_remote(request.source_image) and not (request.width or request.height):
             return request.source_image
-        data = prepare_source(request, provider=self.provider_name)
-        if self.input_upload == "data_uri" or (self.input_upload == "auto" and len(data) < DATA_URI_LIMIT):
-            return data_uri(data)
-        resp = await send(self.provider_name, "POST", f"{self.base_url.rstrip('/')}/v1/files",
-                          timeout_s=self.request_timeout_s, headers=self._headers(),
-                          files={"content": ("source.png", data, "image/png")})
-        return json_of(resp, self.provider_name)["urls"]["get"]
+        return await self._file_input(prepare_source(request, provider=self.provider_name), force=self.input_upload)
 
     def build_input(self, request: GenerationRequest, image: str) -> dict[str, Any]:
-        """The `input` object; our strength is the diffusers one, as is SDXL's `prompt_strength`."""
-        inputs: dict[str, Any] = {
-            "image": image,
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt,
-            "prompt_strength": request.strength,
-            "guidance_scale": request.guidance_scale,
-            "num_inference_steps": request.steps,
-            "num_outputs": request.batch_size,
-        }
-        if request.seed is not None:
-            inputs["seed"] = request.seed
-        if request.width:
-            inputs["width"] = request.width
-        if request.height:
-            inputs["height"] = request.height
+        """The `input` object: the wire map applied, names renamed, model-specific inputs added."""
+        inputs = {"image": image, "prompt": request.prompt, **self.wire_params(request)}
         inputs = {self.input_names.get(k, k): v for k, v in inputs.items()}
         return {**inputs, **self.extra_input}
 
-    async def submit(self, request: GenerationRequest) -> JobHandle:
-        self.check_supported(request)
-        url, body = self._endpoint()
-        body["input"] = self.build_input(request, await self._image_input(request))
-        if self.webhook_url:
-            body["webhook"] = self.webhook_url
-            body["webhook_events_filter"] = ["completed"]
+    async def _create(self, url: str, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """POST a prediction; (the prediction, its polling URL)."""
         headers = self._headers()
         if self.prefer_wait_s:
             headers["Prefer"] = f"wait={self.prefer_wait_s}"
         resp = await send(self.provider_name, "POST", url, json=body, headers=headers,
                           timeout_s=self.request_timeout_s + self.prefer_wait_s)
         prediction = json_of(resp, self.provider_name)
-        handle = JobHandle(provider=self.provider_name, job_id=prediction["id"],
-                           status_url=prediction.get("urls", {}).get("get") or resp.headers.get("location"))
+        return prediction, prediction.get("urls", {}).get("get") or resp.headers.get("location")
+
+    async def submit(self, request: GenerationRequest) -> JobHandle:
+        self.wire_params(request)  # refuse what cannot be honoured before any upload
+        url, body = self._endpoint()
+        body["input"] = self.build_input(request, await self._image_input(request))
+        if self.webhook_url:
+            body["webhook"] = self.webhook_url
+            body["webhook_events_filter"] = ["completed"]
+        prediction, status_url = await self._create(url, body)
+        handle = JobHandle(provider=self.provider_name, job_id=prediction["id"], status_url=status_url)
         if prediction.get("status") == "succeeded" and prediction.get("output"):
             # Sync mode may answer with data URIs: keep them now, they are the result.
             self.store_job(handle.job_id, [await download(self.provider_name, u) for u in _outputs(prediction)])
         return handle
 
     async def _prediction(self, handle: JobHandle) -> dict[str, Any]:
-        url = handle.status_url or f"{self.base_url.rstrip('/')}/v1/predictions/{handle.job_id}"
+        url = handle.status_url or f"{self._root()}/v1/predictions/{handle.job_id}"
         resp = await send(self.provider_name, "GET", url, headers=self._headers(), timeout_s=self.request_timeout_s)
         return json_of(resp, self.provider_name)
 
@@ -194,6 +222,64 @@ class ReplicateProvider(HostedProvider):
         state = _STATES.get(p.get("status", ""), JobState.running)
         return JobEvent(provider=self.provider_name, job_id=p["id"], state=state, error=p.get("error"),
                         outputs=[u for u in _outputs(p) if not u.startswith("data:")], delivery_id=delivery)
+
+    # ------------------------------------------------------------------ the refine capability
+
+    async def run_model(self, model: str, inputs: dict[str, Any], images: dict[str, bytes]) -> bytes:
+        """Run one prediction on an official model, wait for it, and return its (first) output file's bytes."""
+        url = self._model_endpoint(model)
+        body = {"input": {**inputs, **{k: await self._file_input(v) for k, v in images.items()}}}
+        prediction, status_url = await self._create(url, body)
+        handle = JobHandle(provider=self.provider_name, job_id=prediction.get("id", ""), status_url=status_url)
+        started, delay = time.monotonic(), 0.05
+        while prediction.get("status") not in ("succeeded", "failed", "canceled"):
+            if time.monotonic() - started > self.refine_deadline_s:
+                raise Transient(f"prediction {handle.job_id} not finished after {self.refine_deadline_s:.0f}s",
+                                provider=self.provider_name)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.refine_poll_s)
+            prediction = await self._prediction(handle)
+        if prediction["status"] != "succeeded":
+            raise Rejected(f"{model} prediction {handle.job_id} {prediction['status']}: {prediction.get('error')}",
+                           provider=self.provider_name)
+        outputs = _outputs(prediction)
+        if not outputs:
+            raise Transient(f"{model} prediction {handle.job_id} returned no file (output={prediction.get('output')!r})",
+                            provider=self.provider_name)
+        # Output URLs live on another host (replicate.delivery) and need no token: download sends none.
+        return await download(self.provider_name, outputs[0], timeout_s=self.request_timeout_s)
+
+    async def upscale(self, image: bytes, scale: int = 4) -> bytes:
+        return await self.run_model(self.upscale_model, {"scale": scale, "face_enhance": False}, {"image": image})
+
+    async def restore_faces(self, image: bytes, model: str = "gfpgan", fidelity: float = 0.5) -> bytes:
+        # scale/upscale 1: restoration, not enlargement; the upscale step sizes the image.
+        if model == "codeformer":
+            inputs = {"codeformer_fidelity": fidelity, "background_enhance": False, "face_upsample": False, "upscale": 1}
+            return await self.run_model(self.codeformer_model, inputs, {"image": image})
+        return await self.run_model(self.gfpgan_model, {"version": "v1.4", "scale": 1}, {"img": image})
+
+    async def outpaint(self, image: bytes, mask: bytes, prompt: str = "", seed: int | None = None) -> bytes:
+        inputs: dict[str, Any] = {"prompt": prompt or "seamless continuation of the scene"}
+        if seed is not None:
+            inputs["seed"] = seed
+        return await self.run_model(self.inpaint_model, inputs, {"image": image, "mask": mask})
+
+
+class ReplicateRefiner(ReplicateProvider):
+    """The Replicate block as the post-processing chain's refiner (the saved block type refiners had)."""
+
+    _block_type_name = "Brandforge Replicate Refiner"
+    _block_type_slug = "brandforge-replicate-refiner"
+    _description = "Runs Real-ESRGAN, GFPGAN/CodeFormer and inpainting models on Replicate for the post-processing chain."
+
+    prefer_wait_s: int = Field(55, ge=0, le=60, description="Hold the create call up to N s (Prefer: wait=N); 0 = just poll.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_field_names(cls, data: Any) -> Any:
+        return renamed_fields(data, {"api_token": "api_key", "wait_s": "prefer_wait_s", "timeout_s": "request_timeout_s",
+                                     "poll_interval_s": "refine_poll_s", "deadline_s": "refine_deadline_s"})
 
 
 def _outputs(prediction: dict[str, Any]) -> list[str]:

@@ -26,7 +26,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from blocks.targets.base import PublishTarget, keyed_filename
-from blocks.targets.http_errors import status_error, transport_error
+from blocks.http import async_client, publish_error, publish_transport_error
 from models import PublishError, PublishItem, PublishReceipt
 
 
@@ -74,25 +74,23 @@ class StrapiSite(PublishTarget):
     # ------------------------------------------------------------------ HTTP plumbing
 
     def _client(self) -> httpx.AsyncClient:
-        # One client per call: an AsyncClient is bound to the event loop it first ran on.
-        return httpx.AsyncClient(
-            base_url=self.url,
+        return async_client(
+            self.timeout_seconds, base_url=self.url,
             headers={"Authorization": f"Bearer {self.api_token.get_secret_value()}", "User-Agent": "brandforge"},
-            timeout=httpx.Timeout(self.timeout_seconds),
         )
 
     async def _call(self, client: httpx.AsyncClient, method: str, path: str, what: str, **kwargs: Any) -> Any:
         try:
             response = await client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise transport_error("Strapi", what, self.url, exc, self.timeout_seconds) from exc
+            raise publish_transport_error("Strapi", what, self.url, exc, self.timeout_seconds) from exc
         if response.status_code >= 400:
             hint = None
             if response.status_code == 404 and path.startswith(f"/api/{self.collection}"):
                 hint = f"collection {self.collection!r} has no REST route; use the plural API id of a collection type"
             elif response.status_code == 400 and self.key_field in response.text:
                 hint = f"the collection needs a text field named {self.key_field!r} (key_field)"
-            raise status_error("Strapi", what, response, hint=hint)
+            raise publish_error("Strapi", what, response, hint=hint)
         try:
             return response.json()
         except ValueError as exc:

@@ -25,7 +25,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from blocks.targets.base import PublishTarget, keyed_filename
-from blocks.targets.http_errors import status_error, transport_error
+from blocks.http import async_client, publish_error, publish_transport_error
 from models import PublishError, PublishItem, PublishReceipt
 
 KEY_META = "_brandforge_generation_key"
@@ -79,13 +79,11 @@ class WordPressSite(PublishTarget):
     # ------------------------------------------------------------------ HTTP plumbing
 
     def _client(self) -> httpx.AsyncClient:
-        # One client per call: an AsyncClient is bound to the loop it first ran on, and
-        # Prefect may run a task's retries on another loop.
-        return httpx.AsyncClient(
+        # Redirects are not followed: a redirected REST call would lose its method and body.
+        return async_client(
+            self.timeout_seconds, follow_redirects=False,
             auth=(self.username, self.application_password.get_secret_value()),
-            timeout=httpx.Timeout(self.timeout_seconds),
             headers={"User-Agent": "brandforge", "Accept": "application/json"},
-            follow_redirects=False,
         )
 
     def _route(self, route: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
@@ -102,7 +100,7 @@ class WordPressSite(PublishTarget):
         try:
             response = await client.request(method, url, params=query, **kwargs)
         except httpx.TransportError as exc:
-            raise transport_error("WordPress", what, self.url, exc, self.timeout_seconds) from exc
+            raise publish_transport_error("WordPress", what, self.url, exc, self.timeout_seconds) from exc
         if response.status_code >= 400:
             raise self._refusal(what, response)
         if 300 <= response.status_code < 400:
@@ -129,14 +127,14 @@ class WordPressSite(PublishTarget):
         if code.startswith("rest_upload_"):
             # WordPress answers 500 when it refuses a file (type not allowed, bytes not
             # matching the extension): no retry can change that.
-            return status_error("WordPress", what, response, retryable=False, hint="the site refuses this file")
+            return publish_error("WordPress", what, response, retryable=False, hint="the site refuses this file")
         if response.status_code == 404 and code == "rest_no_route":
-            return status_error(
+            return publish_error(
                 "WordPress", what, response,
                 hint=f"post_type {self.post_type!r} has no REST route on this site; use the rest_base of a type "
                 "with show_in_rest (see /wp/v2/types)",
             )
-        return status_error("WordPress", what, response)
+        return publish_error("WordPress", what, response)
 
     # ------------------------------------------------------------------ lookups
 

@@ -325,3 +325,20 @@ class WebhookSink:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class StatusServer:
+    """Answers every request, on any path and method, with one status code and its headers: the same
+    answer for a provider, a refiner and a target, to compare what each block makes of it."""
+
+    def __init__(self) -> None:
+        from starlette.routing import Route
+
+        self.status, self.headers = 200, {}
+        self.requests: list[tuple[str, str]] = []
+        self.app = Starlette(routes=[Route("/{path:path}", self._any, methods=["GET", "POST", "PUT", "DELETE"])])
+        self.url = ""
+
+    async def _any(self, request: Request) -> Response:
+        self.requests.append((request.method, request.url.path))
+        return JSONResponse({"detail": f"answered {self.status}"}, status_code=self.status, headers=self.headers)

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from models import GenerationRequest, describe_validation_error
+from models import GenerationParams, GenerationRequest, Recipe, describe_validation_error
 
 BASE = {"source_image": "file:///tmp/x.png", "prompt": "watercolour mug", "negative_prompt": "blurry"}
 
@@ -58,3 +58,38 @@ def test_unknown_field_is_refused():
 
 def test_wrong_type_names_the_field():
     assert "steps" in message(steps="many")
+
+
+@pytest.mark.parametrize("field", ["strength", "guidance_scale", "image_guidance_scale"])
+@pytest.mark.parametrize("model", [GenerationParams, Recipe, GenerationRequest])
+def test_nan_is_refused_naming_the_field_and_range(field, model):
+    fields = {"name": "r"} if model is Recipe else dict(BASE) if model is GenerationRequest else {}
+    with pytest.raises(ValidationError) as info:
+        model(**fields, **{field: float("nan")})
+    assert f"{field} must be a number" in describe_validation_error(info.value)
+
+
+def test_a_negative_recipe_seed_is_refused_where_the_recipe_is_made():
+    with pytest.raises(ValidationError) as info:
+        Recipe(name="r", seed=-1)
+    assert "seed must be between 0 and 4294967295" in describe_validation_error(info.value)
+
+
+def test_unset_is_none_in_a_recipe_and_not_explicit_in_its_request():
+    recipe = Recipe(name="r", steps=30)
+    assert recipe.strength is None and recipe.set_params() == {"steps": 30}
+    request = recipe.generation_request(source_image="file:///x.png", prompt="mug", seed=99)
+    assert request.strength == 0.8 and request.steps == 30 and request.seed == 99
+    assert request.explicit == ("steps",)  # the derived seed and the defaults are not the recipe's wishes
+    assert recipe.model_copy(update={"seed": 5}).generation_request(
+        source_image="file:///x.png", prompt="mug", seed=5).explicit == ("steps", "seed")
+
+
+def test_a_recipe_changed_without_validation_is_validated_again():
+    broken = Recipe(name="r").model_copy(update={"strength": 3.0})
+    with pytest.raises(ValidationError, match="strength must be between 0.01 and 1.0"):
+        broken.generation_request(source_image="file:///x.png", prompt="mug")
+
+
+def test_a_request_given_values_counts_them_as_explicit():
+    assert GenerationRequest(**BASE, strength=0.5, seed=None).explicit == ("negative_prompt", "strength")

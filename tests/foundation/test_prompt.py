@@ -33,3 +33,21 @@ def test_regenerate_notes_move_the_seed_and_reach_the_prompt(demo_profile, tmp_p
     recipe = demo_profile.recipe("oil")
     first, again = make_request(asset(), recipe, demo_profile), make_request(asset(), recipe, demo_profile, notes)
     assert again.seed != first.seed and again.prompt.endswith("brighter background")
+
+
+def test_a_derived_seed_is_not_the_recipes_and_a_recipe_seed_is(demo_profile):
+    recipe = demo_profile.recipe("oil")
+    assert "seed" not in make_request(asset(), recipe, demo_profile).explicit
+    seeded = recipe.model_copy(update={"seed": 42})
+    request = make_request(asset(), seeded, demo_profile, ["brighter"])
+    assert request.seed == 42 + 7_919 and "seed" in request.explicit  # a regeneration moves the recipe's own seed on
+
+
+def test_a_negative_seed_is_refused_on_the_event_path_too(demo_profile):
+    import pytest
+
+    from models import InvalidInput
+
+    broken = demo_profile.recipe("oil").model_copy(update={"seed": -5})  # as if saved before seeds were bounded
+    with pytest.raises(InvalidInput, match=r"recipe 'oil': seed must be between 0 and 4294967295.*got -5"):
+        make_request(asset(), broken, demo_profile)

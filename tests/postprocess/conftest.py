@@ -26,9 +26,10 @@ def fake(fake_refiners):
 
 @pytest.fixture
 def replicate(fake) -> ReplicateRefiner:
-    return ReplicateRefiner(api_token=TOKEN, base_url=fake.url, wait_s=1, poll_interval_s=0.05, timeout_s=10, deadline_s=20)
+    return ReplicateRefiner(api_key=TOKEN, base_url=fake.url, prefer_wait_s=1, refine_poll_s=0.05, request_timeout_s=10,
+                            refine_deadline_s=20)
 
 
 @pytest.fixture
 def stability(fake) -> StabilityRefiner:
-    return StabilityRefiner(api_key=STABILITY_KEY, base_url=fake.url, timeout_s=10)
+    return StabilityRefiner(api_key=STABILITY_KEY, base_url=fake.url, request_timeout_s=10)

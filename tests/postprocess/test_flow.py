@@ -100,5 +100,5 @@ def test_client_profile_round_trips_its_refiner_and_signer(demo_profile, replica
     profile.save("pp-refiner-client", overwrite=True)
     loaded = ClientProfile.load("pp-refiner-client")
     assert isinstance(loaded.refiner, ReplicateRefiner)
-    assert loaded.refiner.api_token.get_secret_value() == replicate.api_token.get_secret_value()
+    assert loaded.refiner.api_key.get_secret_value() == replicate.api_key.get_secret_value()
     assert loaded.c2pa_signer is None

@@ -71,7 +71,9 @@ def test_errors_are_mapped(replicate, fake, status, headers, error):
 
 
 def test_wrong_token_is_rejected(fake):
+    # A refiner block saved with the older field names (api_token, timeout_s) still loads, into the one api_key.
     bad = ReplicateRefiner(api_token="nope", base_url=fake.url, timeout_s=5)
+    assert bad.api_key.get_secret_value() == "nope" and bad.request_timeout_s == 5
     with pytest.raises(Rejected, match="401"):
         asyncio.run(bad.upscale(png(), 4))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from models import GenerationRequest
+from models import PARAM_NAMES, GenerationRequest
 from tests.fakes.base import Served, WebhookSink
 
 
@@ -23,11 +23,14 @@ def source_png(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_request(source_png: Path):
+    """A request as the pipeline builds it: the overrides are what the recipe set (explicit); the rest
+    carry the contract's defaults, and the seed is a derived one (not explicit)."""
     def build(**overrides) -> GenerationRequest:
         fields = dict(source_image=f"file://{source_png}", prompt="watercolour of a red mug", negative_prompt="blurry",
-                      strength=0.7, steps=4, batch_size=1, seed=1234)
+                      seed=1234)
         fields.update(overrides)
-        return GenerationRequest(**fields)
+        explicit = tuple(k for k in overrides if k in PARAM_NAMES)
+        return GenerationRequest(**fields, explicit=explicit)
 
     return build
 
@@ -38,3 +41,15 @@ def webhook_sink():
     with Served(sink.app) as served:
         sink.url = served.url
         yield sink
+
+
+@pytest.fixture
+def provider(request, tmp_path):
+    """(fake, block) for the provider named by indirect parametrization, its fake running."""
+    from tests.fakes.base import Knobs, serve
+    from tests.providers.cases import all_cases
+
+    case = {c.name: c for c in all_cases()}[request.param]
+    fake = case.make_fake(Knobs(latency_s=0.02))
+    with serve(fake):
+        yield fake, case.make_block(fake, None, tmp_path)

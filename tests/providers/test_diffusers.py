@@ -38,24 +38,23 @@ def test_sd15_img2img_seeded_and_sized(models, make_request, tmp_path):
     assert images[0].tobytes() == images2[0].tobytes()
 
 
-def test_instruct_pix2pix_uses_image_guidance_and_refuses_strength_when_strict(models, make_request, tmp_path):
+def test_instruct_pix2pix_uses_image_guidance_and_refuses_a_set_strength(models, make_request, tmp_path):
     block = DiffusersProvider(model_path=str(models["ip2p"]), device="cpu", job_dir=str(tmp_path / "j"))
     assert block.kind() == "instruct-pix2pix"
     req = make_request(steps=2, image_guidance_scale=1.8, width=64, height=64)
-    assert block.call_kwargs(req, "instruct-pix2pix")["image_guidance_scale"] == 1.8
-    assert "strength" not in block.call_kwargs(req, "instruct-pix2pix")
+    assert block.call_kwargs(req)["image_guidance_scale"] == 1.8
+    assert "strength" not in block.call_kwargs(req)  # unset: left out, no warning
     _, images, _ = run(block, req)
     assert len(images) == 1
-    strict = DiffusersProvider(model_path=str(models["ip2p"]), device="cpu", refuse_unsupported=True)
     with pytest.raises(Rejected, match="strength is not supported by diffusers"):
-        strict.check_supported(req)
+        block.check_request(make_request(steps=2, strength=0.5))
 
 
 def test_sdxl_passes_prompt_2(models, make_request, tmp_path):
     block = DiffusersProvider(model_path=str(models["sdxl"]), device="cpu", job_dir=str(tmp_path / "j"))
     assert block.kind() == "sdxl"
     req = make_request(steps=2, prompt_2="soft studio light", width=64, height=64)
-    assert block.call_kwargs(req, "sdxl")["prompt_2"] == "soft studio light"
+    assert block.call_kwargs(req)["prompt_2"] == "soft studio light"
     _, images, _ = run(block, req)
     assert images[0].size == (64, 64)
 

@@ -11,25 +11,15 @@ import json
 import httpx
 import pytest
 
-from blocks.providers.http import parse_retry_after, raise_for_status
+from blocks.http import parse_retry_after, raise_for_status
 from models import RateLimited, Rejected, Transient
 from tasks.generate import run_generation
 from tests.fakes.base import Knobs, serve
-from tests.providers.cases import all_cases
 
-CASES = {c.name: c for c in all_cases()}
 
 
 def run(block, request):
     return asyncio.run(run_generation(request, block, poll_every=0.05, deadline_s=20, base_delay=0.05, use_limits=False))
-
-
-@pytest.fixture
-def provider(request, tmp_path):
-    case = CASES[request.param]
-    fake = case.make_fake(Knobs(latency_s=0.02))
-    with serve(fake):
-        yield fake, case.make_block(fake, None, tmp_path)
 
 
 @pytest.mark.parametrize("provider", ["replicate"], indirect=True)
@@ -89,13 +79,16 @@ def block_auth(block) -> str:
 
 
 @pytest.mark.parametrize("provider", ["fal"], indirect=True)
-def test_fal_flux_drops_negative_prompt_or_refuses_when_strict(provider, make_request):
+def test_fal_flux_leaves_an_unset_negative_prompt_out_and_refuses_a_set_one(provider, make_request, caplog):
     fake, block = provider
     flux = block.model_copy(update={"model": "fal-ai/flux/dev/image-to-image"})
     run(flux, make_request())
     assert "negative_prompt" not in fake.requests[-1]["body"]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    before = len(fake.requests)
     with pytest.raises(Rejected, match="negative_prompt is not supported by fal"):
-        run(flux.model_copy(update={"refuse_unsupported": True}), make_request(seed=9))
+        run(flux, make_request(negative_prompt="text, watermark"))
+    assert len(fake.requests) == before  # refused before any call
 
 
 @pytest.mark.parametrize("provider", ["stability"], indirect=True)
@@ -125,10 +118,8 @@ def test_openai_maps_strength_to_fidelity_and_folds_prompts(provider, make_reque
     fields = fake.requests[-1]["fields"]
     assert fields["input_fidelity"] == "high" and fields["n"] == "2" and fields["size"] == "1536x1024"
     assert "studio light" in fields["prompt"] and "Avoid: blurry" in fields["prompt"]
-    assert not {"seed", "strength", "negative_prompt"} & set(fields)
-    assert any("seed is not supported by openai" in r.message for r in caplog.records)
-    with pytest.raises(Rejected, match="seed is not supported by openai"):
-        run(block.model_copy(update={"refuse_unsupported": True}), make_request())
+    assert not {"seed", "strength", "negative_prompt", "steps", "guidance_scale"} & set(fields)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # the derived seed is simply not sent
 
 
 @pytest.mark.parametrize("provider", ["leonardo"], indirect=True)
@@ -142,11 +133,13 @@ def test_leonardo_uploads_init_image_and_inverts_strength(provider, make_request
 
 
 @pytest.mark.parametrize("provider", ["leonardo"], indirect=True)
-def test_leonardo_clamps_strength_into_its_range_with_a_warning(provider, make_request, caplog):
+@pytest.mark.parametrize("field,value,words", [("strength", 0.99, "init_strength"), ("steps", 4, "10-60"),
+                                               ("guidance_scale", 0.5, "1-20")])
+def test_leonardo_refuses_a_recipe_value_outside_its_range_before_any_call(provider, make_request, field, value, words):
     fake, block = provider
-    run(block, make_request(strength=0.99))
-    assert fake.requests[-1]["body"]["init_strength"] == 0.1
-    assert any("init_strength" in r.message for r in caplog.records)
+    with pytest.raises(Rejected, match=words):
+        run(block, make_request(**{field: value}))
+    assert fake.requests == []
 
 
 def test_s3_presigned_upload_refuses_an_auth_header(make_request, tmp_path):
