@@ -18,16 +18,17 @@ output while the password never does.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator, model_validator
-from sqlalchemy import Engine, and_, create_engine, event, func, inspect, or_, select, text
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, inspect, or_, select, text
 from sqlalchemy.engine import URL, make_url
 
 from blocks.ledger_schema import (
@@ -94,9 +95,9 @@ def _engine(url: str) -> Engine:
                 @event.listens_for(engine, "connect")
                 def _connect(dbapi_conn, _record):
                     # WAL: readers go on while a worker writes. isolation_level=None hands transaction
-                    # control to us, so every transaction can BEGIN IMMEDIATE: writers queue for the
-                    # database's lock at the start, and a budget check-then-reserve is atomic across
-                    # processes as it is under PostgreSQL's advisory lock.
+                    # control to us, so a write can BEGIN IMMEDIATE: writers queue for the database's
+                    # lock at the start, and a budget check-then-reserve is atomic across processes as
+                    # it is under PostgreSQL's advisory lock.
                     dbapi_conn.isolation_level = None
                     cur = dbapi_conn.cursor()
                     cur.execute("PRAGMA journal_mode=WAL")
@@ -105,7 +106,9 @@ def _engine(url: str) -> Engine:
 
                 @event.listens_for(engine, "begin")
                 def _begin(conn):
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    # Writes take the write lock up front (queued by busy_timeout); reads stay deferred,
+                    # so under WAL they never wait for a writer.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "BEGIN")
 
             migrate(engine)
             _engines[url] = engine
@@ -190,6 +193,14 @@ class Ledger(Block):
                              f"postgresql+psycopg://user@host/db (got {v!r})") from exc
         return parsed.render_as_string(hide_password=False)
 
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One write transaction (on SQLite it holds the write lock from its BEGIN)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(ledger_write=True)
+            with conn.begin():
+                yield conn
+
     @property
     def engine(self) -> Engine:
         url = make_url(self.url)
@@ -201,7 +212,7 @@ class Ledger(Block):
 
     def record(self, entry: LedgerEntry) -> int:
         row = entry.model_dump()
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             result = conn.execute(ledger_table.insert().values(**row))
             return int(result.inserted_primary_key[0])
 
@@ -342,7 +353,7 @@ class Ledger(Block):
         now = datetime.now(timezone.utc)
         j = provider_jobs_table.c
         spend = select(func.coalesce(func.sum(j.cost_usd), Decimal(0))).where(j.client == client, j.state.in_(SPENDING_STATES))
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(f"brandforge-spend-{client}".encode())})
             if amount > 0 and run_budget_usd is not None and run_key is not None:
@@ -363,7 +374,7 @@ class Ledger(Block):
             return int(result.inserted_primary_key[0])
 
     def _update_job(self, row_id: int, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(provider_jobs_table.update().where(provider_jobs_table.c.id == row_id)
                          .values(**values, updated_at=datetime.now(timezone.utc)))
 
@@ -375,7 +386,7 @@ class Ledger(Block):
         the existing row, whose id is returned, stands for the job — it is never counted twice."""
         j = provider_jobs_table.c
         now = datetime.now(timezone.utc)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             existing = conn.execute(select(j.id).where(j.provider == handle.provider, j.job_id == handle.job_id)).scalar()
             if existing is not None and existing != row_id:
                 conn.execute(provider_jobs_table.update().where(j.id == row_id).values(
