@@ -99,12 +99,17 @@ class JobAccount:
 # --------------------------------------------------------------------------- validation
 
 
+class UnusableOutput(Transient):
+    """A job's outputs are corrupt, missing or tiny: a re-download may fix it; if every one fails, the job is
+    over (a resumed job would give the same bytes again) and the next attempt submits a new one."""
+
+
 def validate_outputs(images: list[bytes], request: GenerationRequest, provider: str) -> list[Image.Image]:
-    """Decoded outputs; a corrupt, missing or tiny image is a Transient error (a re-download or retry may fix it)."""
+    """Decoded outputs; a corrupt, missing or tiny image is UnusableOutput (a re-download or retry may fix it)."""
     if not images:
-        raise Transient("provider returned no images", provider=provider)
+        raise UnusableOutput("provider returned no images", provider=provider)
     if len(images) < request.batch_size:
-        raise Transient(f"provider returned {len(images)} images, {request.batch_size} were asked for", provider=provider)
+        raise UnusableOutput(f"provider returned {len(images)} images, {request.batch_size} were asked for", provider=provider)
     images = images[: request.batch_size]
     decoded = []
     for i, data in enumerate(images):
@@ -116,9 +121,9 @@ def validate_outputs(images: list[bytes], request: GenerationRequest, provider: 
         except Rejected:
             raise
         except Exception as exc:  # noqa: BLE001 - every decoder failure means the same thing
-            raise Transient(f"output {i} does not decode as an image: {exc}", provider=provider) from exc
+            raise UnusableOutput(f"output {i} does not decode as an image: {exc}", provider=provider) from exc
         if min(probe.size) < 32:
-            raise Transient(f"output {i} is only {probe.width}x{probe.height}", provider=provider)
+            raise UnusableOutput(f"output {i} is only {probe.width}x{probe.height}", provider=provider)
         decoded.append(probe)
     return decoded
 
@@ -354,12 +359,12 @@ async def run_generation(
                 images = await call_with_retries(fetch_valid, provider=name, what="fetch",
                                                  attempts=1 if synchronous else attempts, base_delay=base_delay)
                 break
-            except Transient:
-                if not synchronous or round_ == attempts - 1:
-                    raise
+            except UnusableOutput as exc:
                 inflight.pop(key, None)
                 if journal_id is not None:
-                    account.ledger.job_finished(journal_id, succeeded=False, reason="unusable output")
+                    account.ledger.job_finished(journal_id, succeeded=False, reason=f"unusable output: {exc.reason}")
+                if not synchronous or round_ == attempts - 1:
+                    raise
                 logger.info("%s job %s gave unusable output; asking again", name, handle.job_id)
         inflight.pop(key, None)
         if journal_id is not None:
