@@ -19,6 +19,9 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The fakes (providers, CMS, moto, certificate hosts) listen on 127.0.0.1: allow-listed explicitly, by
+# that spelling only (the URL guard still refuses localhost, 0x7f000001, [::1] …; blocks/url_guard.py).
+os.environ.setdefault("BRANDFORGE_URL_ALLOW", "127.0.0.1")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CATALOG = ROOT / "demo" / "catalog"

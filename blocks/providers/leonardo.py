@@ -101,7 +101,7 @@ class LeonardoProvider(HostedProvider):
     async def upload_init_image(self, png: bytes) -> str:
         root = self.base_url.rstrip("/")
         resp = await send(self.provider_name, "POST", f"{root}/init-image", json={"extension": "png"},
-                          headers=self._headers(), timeout_s=self.request_timeout_s)
+                          headers=self._headers(), api_origin=self.base_url, timeout_s=self.request_timeout_s)
         upload = json_of(resp, self.provider_name).get("uploadInitImage") or {}
         try:
             fields = json.loads(upload["fields"])  # a JSON string inside the JSON answer
@@ -120,7 +120,7 @@ class LeonardoProvider(HostedProvider):
         png = prepare_source(resized, provider=self.provider_name, fit_to_request=True)
         init_id = await self.upload_init_image(png)
         resp = await send(self.provider_name, "POST", f"{self.base_url.rstrip('/')}/generations",
-                          json=self.generation_body(request, init_id, size), headers=self._headers(),
+                          json=self.generation_body(request, init_id, size), headers=self._headers(), api_origin=self.base_url,
                           timeout_s=self.request_timeout_s)
         job = json_of(resp, self.provider_name).get("sdGenerationJob") or {}
         if not job.get("generationId"):
@@ -130,7 +130,7 @@ class LeonardoProvider(HostedProvider):
                          extra={"init_image_id": init_id, "api_credit_cost": job.get("apiCreditCost")})
 
     async def _generation(self, handle: JobHandle) -> dict[str, Any]:
-        resp = await send(self.provider_name, "GET", handle.status_url or "", headers=self._headers(),
+        resp = await send(self.provider_name, "GET", handle.status_url or "", headers=self._headers(), api_origin=self.base_url,
                           timeout_s=self.request_timeout_s)
         gen = json_of(resp, self.provider_name).get("generations_by_pk")
         if gen is None:

@@ -152,7 +152,7 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
         if force == "data_uri" or (force == "auto" and len(data) < DATA_URI_LIMIT):
             return data_uri(data, mime)
         resp = await send(self.provider_name, "POST", f"{self._root()}/v1/files",
-                          timeout_s=self.request_timeout_s, headers=self._headers(),
+                          timeout_s=self.request_timeout_s, headers=self._headers(), api_origin=self.base_url,
                           files={"content": ("input", data, mime)})
         return json_of(resp, self.provider_name)["urls"]["get"]
 
@@ -172,7 +172,7 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
         headers = self._headers()
         if self.prefer_wait_s:
             headers["Prefer"] = f"wait={self.prefer_wait_s}"
-        resp = await send(self.provider_name, "POST", url, json=body, headers=headers,
+        resp = await send(self.provider_name, "POST", url, json=body, headers=headers, api_origin=self.base_url,
                           timeout_s=self.request_timeout_s + self.prefer_wait_s)
         prediction = json_of(resp, self.provider_name)
         return prediction, prediction.get("urls", {}).get("get") or resp.headers.get("location")
@@ -193,7 +193,7 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
 
     async def _prediction(self, handle: JobHandle) -> dict[str, Any]:
         url = handle.status_url or f"{self._root()}/v1/predictions/{handle.job_id}"
-        resp = await send(self.provider_name, "GET", url, headers=self._headers(), timeout_s=self.request_timeout_s)
+        resp = await send(self.provider_name, "GET", url, headers=self._headers(), api_origin=self.base_url, timeout_s=self.request_timeout_s)
         return json_of(resp, self.provider_name)
 
     async def status(self, handle: JobHandle) -> JobStatus:
