@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from blocks.url_guard import GuardedSyncTransport, GuardedTransport, UrlRefused, same_origin
+from blocks.url_guard import GuardedSyncTransport, GuardedTransport, UrlPolicy, UrlRefused, parse_host, same_origin
 from models import PublishError, RateLimited, Rejected, Transient
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -238,6 +238,7 @@ async def send(
     a URL the guard refuses to `Rejected`. Credential headers go only to `api_origin`."""
     check_credentials(provider, url, kwargs.get("headers"), api_origin)
     try:
+        parse_host(url, UrlPolicy.from_env())  # the syntax rules on the URL as given, before httpx reads it
         async with async_client(timeout_s) as client:
             resp = await client.request(method, url, **kwargs)
     except UrlRefused as exc:
@@ -258,6 +259,7 @@ def send_sync(provider: str, method: str, url: str, *, timeout_s: float = DEFAUL
     """`send` for the few synchronous callers (a webhook check reading a key set), same mapping."""
     check_credentials(provider, url, kwargs.get("headers"), api_origin)
     try:
+        parse_host(url, UrlPolicy.from_env())
         with sync_client(timeout_s) as client:
             resp = client.request(method, url, **kwargs)
     except UrlRefused as exc:

@@ -114,10 +114,12 @@ class Checked:
 
 def _forbidden_address(ip: ipaddress._BaseAddress) -> str | None:
     """Why this address may not be reached, or None."""
+    for attr, what in (("is_loopback", "loopback"), ("is_unspecified", "unspecified")):
+        if getattr(ip, attr):
+            return f"a {what} address"
     if ip.version == 6 and any(ip in n for n in _V6_EMBEDDING):
         return "an IPv6 form that embeds an IPv4 address (IPv4-mapped, NAT64, 6to4, Teredo)"
-    for attr, what in (("is_loopback", "loopback"), ("is_link_local", "link-local (cloud metadata lives there)"),
-                       ("is_multicast", "multicast"), ("is_unspecified", "unspecified"),
+    for attr, what in (("is_link_local", "link-local (cloud metadata lives there)"), ("is_multicast", "multicast"),
                        ("is_private", "private"), ("is_reserved", "reserved")):
         if getattr(ip, attr):
             return f"a {what} address"
@@ -188,8 +190,6 @@ def check_url(url: str, policy: UrlPolicy | None = None) -> Checked:
     policy = policy or UrlPolicy.from_env()
     scheme, host, port, literal = parse_host(url, policy)
     if literal is not None:
-        if literal.version == 6 and any(literal in n for n in _V6_EMBEDDING) and not policy.address_allowed(literal):
-            raise UrlRefused(url, f"host {host!r} is an IPv6 form that embeds an IPv4 address (IPv4-mapped, NAT64, 6to4)")
         addresses = [str(literal)]
     else:
         try:

@@ -28,7 +28,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 
 from blocks.http import reason_from_body, safe_url, sync_client
-from blocks.url_guard import UrlRefused
+from blocks.url_guard import UrlPolicy, UrlRefused, parse_host
 from models import AssetRef, AssetRejected, LoadedAsset, Transient, content_hash
 from tasks.retry import retry_unless_refused
 
@@ -205,6 +205,7 @@ def local_source_path(uri: str, storage: LocalFileSystem | S3Bucket | None) -> P
 def download_source(url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
     """An http(s) source's bytes, through the URL guard; no credentials are sent."""
     try:
+        parse_host(url, UrlPolicy.from_env())  # the syntax rules on the URL as given, before httpx reads it
         with sync_client(timeout_s) as client, client.stream("GET", url) as resp:
             if resp.status_code >= 400:
                 resp.read()
