@@ -26,6 +26,7 @@ from blocks.providers.local_engine import LocalEngine
 from blocks.refiners import ImageRefiner
 from blocks.targets.base import PublishTarget
 from blocks.targets.gallery import LocalGallery
+from blocks.triggers import SnsSettings, StrapiTrigger
 from models import GateThresholds, InvalidInput, Recipe, RoutingRule
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -78,6 +79,8 @@ class ClientProfile(Block):
     webhook_token: SecretStr | None = Field(
         None, description="Bearer token the webhook gateway requires on this client's asset notifications (S3, CMS)."
     )
+    sns: SnsSettings | None = Field(None, description="SNS topics whose (signed) deliveries start runs; SNS sends no token.")
+    strapi: StrapiTrigger | None = Field(None, description="Strapi webhook events that start runs (collections, media).")
     source_handling: Literal["leave", "tag", "move"] = Field(
         "leave",
         description="What happens to a source after its image is published and recorded: leave it, tag it "

@@ -79,10 +79,12 @@ def async_client(timeout_s: float = DEFAULT_TIMEOUT_S, *, follow_redirects: bool
                              transport=GuardedTransport(inner), **kwargs)
 
 
-def sync_client(timeout_s: float = DEFAULT_TIMEOUT_S, **kwargs: Any) -> httpx.Client:
+def sync_client(timeout_s: float = DEFAULT_TIMEOUT_S, *, ssl_context: ssl.SSLContext | None = None,
+                follow_redirects: bool = True, **kwargs: Any) -> httpx.Client:
     """`async_client` for the few synchronous callers (webhook key sets, sources, certificates)."""
-    inner = httpx.HTTPTransport(verify=tls_context(), limits=LIMITS)
-    return httpx.Client(timeout=timeout(timeout_s), verify=tls_context(), trust_env=False, follow_redirects=True,
+    verify = ssl_context or tls_context()
+    inner = httpx.HTTPTransport(verify=verify, limits=LIMITS)
+    return httpx.Client(timeout=timeout(timeout_s), verify=verify, trust_env=False, follow_redirects=follow_redirects,
                         max_redirects=5, transport=GuardedSyncTransport(inner), **kwargs)
 
 

@@ -200,6 +200,15 @@ def check_url(url: str, policy: UrlPolicy | None = None) -> Checked:
     return Checked(url, scheme, host, port, _vet_addresses(url, host, addresses, policy))
 
 
+def check_url_form(url: str, policy: UrlPolicy | None = None) -> None:
+    """The checks that need no DNS (scheme, host syntax, names, literal addresses): for a URL accepted now
+    and fetched later (a webhook's source), where the fetch resolves and checks the name again."""
+    policy = policy or UrlPolicy.from_env()
+    _, host, _, literal = parse_host(url, policy)
+    if literal is not None:
+        _vet_addresses(url, host, [str(literal)], policy)
+
+
 async def check_url_async(url: str, policy: UrlPolicy | None = None) -> Checked:
     """`check_url` with the name resolved off the event loop."""
     policy = policy or UrlPolicy.from_env()
@@ -323,3 +332,21 @@ def same_origin(url: str, origin_of: str) -> bool:
                (b.scheme.lower(), (b.hostname or "").lower(), b.port or (443 if b.scheme == "https" else 80))
     except ValueError:
         return False
+
+
+def local_path_under(uri: str, basepath: str | None) -> "Path":
+    """The file a `file://` URI names, refused unless it lies under `basepath` (symlinks resolved)."""
+    from pathlib import Path
+    from urllib.parse import unquote
+
+    if not basepath:
+        raise UrlRefused(uri, "the client has no local source storage root to read it from (set the profile's "
+                              "source to a folder)")
+    parts = urlsplit(uri)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise UrlRefused(uri, "only local files (file:///path) are read")
+    root = Path(basepath).expanduser().resolve()
+    path = Path(unquote(parts.path)).resolve()
+    if not path.is_relative_to(root):
+        raise UrlRefused(uri, f"it is outside the client's source storage root {root}")
+    return path

@@ -28,7 +28,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 
 from blocks.http import reason_from_body, safe_url, sync_client
-from blocks.url_guard import UrlPolicy, UrlRefused, parse_host
+from blocks.url_guard import UrlPolicy, UrlRefused, local_path_under, parse_host
 from models import AssetRef, AssetRejected, LoadedAsset, Transient, content_hash
 from tasks.retry import retry_unless_refused
 
@@ -189,17 +189,10 @@ def normalise_image(data: bytes) -> tuple[Image.Image, str, list[str]]:
 
 def local_source_path(uri: str, storage: LocalFileSystem | S3Bucket | None) -> Path:
     """The file a `file://` source names, refused unless it lies under the client's source storage root."""
-    if not isinstance(storage, LocalFileSystem) or not storage.basepath:
-        raise AssetRejected(f"file:// source {uri} refused: the client has no local source storage root to read it "
-                            "from (set the profile's source to a folder)")
-    parsed = urlparse(uri)
-    if parsed.netloc not in ("", "localhost"):
-        raise AssetRejected(f"file:// source {uri} refused: only local files (file:///path) are read")
-    root = Path(storage.basepath).expanduser().resolve()
-    path = Path(unquote(parsed.path)).resolve()
-    if not path.is_relative_to(root):
-        raise AssetRejected(f"file:// source {uri} refused: it is outside the client's source storage root {root}")
-    return path
+    try:
+        return local_path_under(uri, storage.basepath if isinstance(storage, LocalFileSystem) else None)
+    except UrlRefused as exc:
+        raise AssetRejected(f"file:// source {exc.url} refused: {exc.why}") from exc
 
 
 def download_source(url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:

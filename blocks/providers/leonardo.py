@@ -163,11 +163,16 @@ class LeonardoProvider(HostedProvider):
         except (ValueError, KeyError, TypeError):
             raise Rejected("webhook body is not a Leonardo generation event", provider=self.provider_name) from None
         sent = doc.get("timestamp")
-        if isinstance(sent, (int, float)):
-            age = abs((now if now is not None else time.time()) - sent / 1000)
-            if age > self.webhook_tolerance_s:
-                raise Rejected(f"webhook timestamp is {age:.0f}s old (tolerance {self.webhook_tolerance_s:.0f}s): replayed",
-                               provider=self.provider_name)
+        # The token is the same on every delivery: without its timestamp a captured one replays forever.
+        if not isinstance(sent, (int, float)) or isinstance(sent, bool) or sent != sent:
+            raise Rejected("webhook body lacks its timestamp (milliseconds): a replay cannot be ruled out",
+                           provider=self.provider_name)
+        age = abs((now if now is not None else time.time()) - sent / 1000)
+        if age > self.webhook_tolerance_s:
+            raise Rejected(f"webhook timestamp is {age:.0f}s old (tolerance {self.webhook_tolerance_s:.0f}s): replayed",
+                           provider=self.provider_name)
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
+            raise ValueError("a Leonardo generation event with data.object.id was expected")
         state = _STATES.get(obj.get("status", ""), JobState.running)
         return JobEvent(provider=self.provider_name, job_id=obj["id"], state=state,
                         outputs=[i["url"] for i in obj.get("images") or [] if i.get("url")],
