@@ -171,6 +171,13 @@ def parse_host(url: str, policy: UrlPolicy) -> tuple[str, str, int, ipaddress._B
     return scheme, host, port, literal
 
 
+def _is_literal(host: str, ip: ipaddress._BaseAddress) -> bool:
+    try:
+        return ipaddress.ip_address(host) == ip
+    except ValueError:
+        return False
+
+
 def _vet_addresses(url: str, host: str, addresses: list[str], policy: UrlPolicy) -> str:
     """The first address to connect to, once every resolved address passed; raises UrlRefused."""
     if not addresses:
@@ -180,7 +187,7 @@ def _vet_addresses(url: str, host: str, addresses: list[str], policy: UrlPolicy)
         ip = ipaddress.ip_address(text.split("%", 1)[0])
         why = _forbidden_address(ip)
         if why and not named_ok and not policy.address_allowed(ip):
-            shown = f"{host!r}" if host == str(ip) else f"{host!r} resolves to {ip}, which is"
+            shown = f"{host!r} is" if _is_literal(host, ip) else f"{host!r} resolves to {ip}, which is"
             raise UrlRefused(url, f"host {shown} {why}; allow-list it ({ALLOW_ENV}) to follow it")
     return addresses[0]
 
