@@ -31,6 +31,7 @@ from models import GateThresholds, InvalidInput, Recipe, RoutingRule
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 PROMPT_SLOTS = {"subject", "style", "palette", "client", "extra"}
+MAX_TEMPLATE_CHARS = 2000
 SHARED_BLOCK_PREFIX = "shared-"
 
 
@@ -126,6 +127,13 @@ class ClientProfile(Block):
         unknown = slots - PROMPT_SLOTS
         if unknown:
             raise ValueError(f"prompt_template uses unknown slots {sorted(unknown)}; allowed: {sorted(PROMPT_SLOTS)}")
+        for _, name, spec, conversion in string.Formatter().parse(v):
+            if name is not None and (spec or conversion):
+                raise ValueError(f"prompt_template slot {{{name}{'!' + conversion if conversion else ''}"
+                                 f"{':' + spec if spec else ''}}}: format specs and conversions are not allowed; "
+                                 f"write {{{name}}}")
+        if len(v) > MAX_TEMPLATE_CHARS:
+            raise ValueError(f"prompt_template is {len(v)} characters; at most {MAX_TEMPLATE_CHARS}")
         return v
 
     @model_validator(mode="after")

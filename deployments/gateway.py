@@ -33,7 +33,6 @@ import threading
 import uuid
 from collections import OrderedDict
 from typing import Any, Callable
-import unicodedata
 from urllib.parse import unquote_plus, urljoin
 
 from starlette.applications import Starlette
@@ -59,6 +58,7 @@ from models import (
     JobEvent,
     JobState,
     ProviderError,
+    name_problem,
     stable_hash,
 )
 
@@ -68,7 +68,6 @@ COMPLETED_EVENT = GENERATION_COMPLETED_EVENT
 FAILED_EVENT = GENERATION_FAILED_EVENT
 _EVENT_NS = uuid.UUID("5b0d6f0e-8a43-4c8e-9f7e-6f1a2b3c4d5e")
 MAX_BODY_BYTES = 1_000_000  # callbacks carry JSON with URLs, never images
-MAX_NAME_CHARS = 240
 
 
 class SeenDeliveries:
@@ -293,19 +292,9 @@ def check_source_uri(asset: AssetRef, profile: ClientProfile) -> None:
         bucket = asset.uri[len("s3://"):].split("/", 1)[0]
         if not isinstance(source, S3Bucket) or bucket != source.bucket_name:
             raise UrlRefused(asset.uri, f"it is not in client {profile.client_id!r}'s source bucket")
-    name_problem = unsafe_name(asset.name)
-    if name_problem:
-        raise BadNotification(f"asset name refused: {name_problem}")
-
-
-def unsafe_name(name: str) -> str | None:
-    """Why a source name cannot be used (NUL, control or bidi characters, too long), or None."""
-    if not name or len(name) > MAX_NAME_CHARS:
-        return f"names must be 1-{MAX_NAME_CHARS} characters (got {len(name)})"
-    for ch in name:
-        if ch == "\x00" or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            return f"names may not contain control, format or bidi characters (found U+{ord(ch):04X})"
-    return None
+    problem = name_problem(asset.name)
+    if problem:
+        raise BadNotification(f"asset name refused: {problem}")
 
 
 def asset_event(asset: AssetRef, version: str) -> dict:

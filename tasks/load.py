@@ -29,7 +29,7 @@ from prefect_aws import S3Bucket
 
 from blocks.http import reason_from_body, safe_url, sync_client
 from blocks.url_guard import UrlPolicy, UrlRefused, local_path_under, parse_host
-from models import AssetRef, AssetRejected, LoadedAsset, Transient, content_hash
+from models import AssetRef, AssetRejected, LoadedAsset, Transient, content_hash, name_problem
 from tasks.retry import retry_unless_refused
 
 ALLOWED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "TIFF": "TIFF", "MPO": "JPEG"}
@@ -250,6 +250,9 @@ def read_source_bytes(ref: AssetRef, storage: LocalFileSystem | S3Bucket | None)
 @task(name="load-asset", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_refused)
 def load_asset(ref: AssetRef, storage: LocalFileSystem | S3Bucket | None, work_dir: str) -> LoadedAsset:
     """Read one source, validate it and write the normalised copy into the work folder."""
+    problem = name_problem(ref.name)
+    if problem:  # before a byte is read or a generation paid for (the name reaches keys, file names, posts)
+        raise AssetRejected(f"source name {ref.name[:80]!r} refused: {problem}")
     data = read_source_bytes(ref, storage)
     key = content_hash(data)
     img, fmt, notes = normalise_image(data)
