@@ -96,6 +96,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 ASSET_CREATED_EVENT = "brandforge.asset.created"
 GENERATION_COMPLETED_EVENT = "brandforge.generation.completed"
 GENERATION_FAILED_EVENT = "brandforge.generation.failed"
+CATALOG_DEGRADED_EVENT = "brandforge.catalog.degraded"
 
 
 # --------------------------------------------------------------------------- hashing
