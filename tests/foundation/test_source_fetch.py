@@ -9,16 +9,7 @@ from prefect_aws import S3Bucket
 from models import AssetRef, AssetRejected, InvalidInput
 from tasks.archive import handle_local_source
 from tasks.load import load_asset
-from tests.fakes.base import Served
-from tests.fakes.internal import InternalServer, png_bytes
-
-
-@pytest.fixture(scope="module")
-def internal():
-    server = InternalServer()
-    with Served(server.app) as served:
-        server.url, server.port = served.url, served.port
-        yield server
+from tests.fakes.internal import png_bytes
 
 
 def ref(uri: str, name: str = "x.png") -> AssetRef:

@@ -10,18 +10,8 @@ import pytest
 from blocks.http import send, send_sync
 from blocks.url_guard import MAX_BYTES_ENV, UrlPolicy, UrlRefused, check_url
 from models import Rejected
-from tests.fakes.base import Served
-from tests.fakes.internal import InternalServer
 
 ALLOW_TESTS = UrlPolicy(allow=("127.0.0.1",))
-
-
-@pytest.fixture(scope="module")
-def internal():
-    server = InternalServer()
-    with Served(server.app) as served:
-        server.url, server.port = served.url, served.port
-        yield server
 
 
 def hostile_forms(port: int) -> dict[str, tuple[str, str]]:
