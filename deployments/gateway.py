@@ -14,10 +14,19 @@ remembers recent delivery ids, and the event id is derived from the delivery
 stores once. A forged, tampered or replayed callback gets 401 and emits nothing.
 
 `POST /assets/{client}` takes a client's new-asset notifications — an S3 event
-notification (plain, wrapped in SNS, or from EventBridge) or a CMS hook's
-`{"uri": …, "name": …}` — checks the client's bearer token
-(`ClientProfile.webhook_token`) and emits `brandforge.asset.created`, which
-starts the `process-asset/on-new-asset` deployment.
+notification (plain, SNS- or SQS-wrapped, or from EventBridge), a Strapi v4/v5
+webhook, or a CMS hook's `{"uri": …, "name": …}` with the client's bearer token
+(`ClientProfile.webhook_token`); or a signed SNS message of a topic the profile
+lists (blocks/sns.py) — and emits `brandforge.asset.created`, which starts the
+`process-asset/on-new-asset` deployment.
+
+Every answer is honest: a body over the cap is refused while it streams (413),
+before any authentication work; an unknown client gets exactly what a wrong
+token gets (401); malformed JSON 400; a shape the gateway does not know 422
+naming what it expected; a well-formed delivery that starts nothing (a test
+event, a deletion, an unconfigured collection) 200 `ignored` with the reason.
+Every source is checked (URL guard, the client's own storage root, name rules)
+before anything is emitted; nothing unexpected escapes as a 500.
 
     uvicorn deployments.gateway:app_from_env --factory --port 8700
     # BRANDFORGE_GATEWAY_PROVIDERS="replicate=brandforge-replicate/acme,fal=brandforge-fal/acme"
