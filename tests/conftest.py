@@ -146,3 +146,15 @@ def s3_bucket_block(moto_s3, tmp_path):
     name = f"bf-{uuid.uuid4().hex[:12]}"
     creds.get_s3_client().create_bucket(Bucket=name)
     return S3Bucket(bucket_name=name, credentials=creds)
+
+
+@pytest.fixture(scope="module")
+def internal():
+    """An "internal" server on 127.0.0.1 that counts every request (tests/fakes/internal.py)."""
+    from tests.fakes.base import Served
+    from tests.fakes.internal import InternalServer
+
+    server = InternalServer()
+    with Served(server.app) as served:
+        server.url, server.port = served.url, served.port
+        yield server
