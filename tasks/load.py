@@ -164,6 +164,7 @@ def normalise_image(data: bytes) -> tuple[Image.Image, str, list[str]]:
         img.load()
     except Exception as exc:  # noqa: BLE001
         raise AssetRejected(f"corrupt or truncated {fmt} file: {exc}") from exc
+    frames = getattr(img, "n_frames", 1)  # read before exif_transpose: its copy is a single frame
     try:
         img = ImageOps.exif_transpose(img)
         if img is None:
@@ -172,8 +173,8 @@ def normalise_image(data: bytes) -> tuple[Image.Image, str, list[str]]:
         raise
     except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
         notes.append("EXIF orientation unreadable, ignored")
-    if getattr(img, "n_frames", 1) > 1:
-        notes.append("multi-frame file: first frame used")
+    if frames > 1:
+        notes.append(f"multi-frame file ({frames} frames): first frame used")
     img = _to_srgb(img, notes)
     limit = MAX_SIDE
     if len(data) > MAX_BYTES:

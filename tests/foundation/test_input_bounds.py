@@ -67,3 +67,17 @@ def test_bad_names_are_refused_at_load_before_any_byte_is_read(tmp_path, name, s
 def test_ordinary_names_pass():
     for name in ("red mug.jpg", "Müsli-Schale_01.webp", "カップ.png", "shoes/sneaker.jpeg"):
         assert name_problem(name) is None
+
+
+def test_a_multi_frame_webp_is_noted():
+    import io
+
+    from PIL import Image
+
+    from tasks.load import normalise_image
+
+    frames = [Image.new("RGB", (64, 64), (i * 6, 0, 0)) for i in range(42)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:])
+    _, fmt, notes = normalise_image(buf.getvalue())
+    assert fmt == "WebP" and "multi-frame file (42 frames): first frame used" in notes
