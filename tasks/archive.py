@@ -144,6 +144,8 @@ def handle_source(
         done = handle_local_source(
             asset.uri, storage if isinstance(storage, LocalFileSystem) else None, mode, archive_prefix, generation_key, published_url,
         )
+    elif scheme in ("http", "https"):  # a CMS's file (Strapi media): not ours to tag or move
+        done = f"left in place: {mode} applies to the client's own source storage, not to {scheme} URLs"
     else:
         raise InvalidInput(f"source_handling {mode!r} needs an s3:// or file:// source (got {asset.uri})")
     get_run_logger().info("%s: source %s", asset.name, done)

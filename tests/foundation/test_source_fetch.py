@@ -81,3 +81,12 @@ def test_source_handling_touches_only_the_clients_root(tmp_path):
             handle_local_source((root / "mine.png").as_uri(), None, mode, "archive/", "k" * 64, None)
     assert sorted(p.name for p in other.iterdir()) == ["theirs.png"]
     assert handle_local_source((root / "mine.png").as_uri(), storage, "move", "archive/", "k" * 64, None).startswith("moved")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_remote_sources_are_left_in_place_not_failed():
+    from tasks.archive import handle_source
+
+    asset = ref("https://cms.example.test/uploads/mug.jpg", "mug.jpg")
+    said = handle_source(asset, None, "move", "archive/", "k" * 64)
+    assert said.startswith("left in place: move applies to the client's own source storage")
