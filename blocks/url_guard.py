@@ -189,7 +189,8 @@ def _vet_addresses(url: str, host: str, addresses: list[str], policy: UrlPolicy)
         if why and not named_ok and not policy.address_allowed(ip):
             shown = f"{host!r} is" if _is_literal(host, ip) else f"{host!r} resolves to {ip}, which is"
             raise UrlRefused(url, f"host {shown} {why}; allow-list it ({ALLOW_ENV}) to follow it")
-    return addresses[0]
+    # IPv4 first: a host with a broken IPv6 route still answers; every address passed either way.
+    return sorted(addresses, key=lambda a: ":" in a)[0]
 
 
 def check_url(url: str, policy: UrlPolicy | None = None) -> Checked:

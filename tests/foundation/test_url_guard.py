@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from blocks.http import send, send_sync
-from blocks.url_guard import MAX_BYTES_ENV, UrlPolicy, UrlRefused, check_url
+from blocks.url_guard import ALLOW_ENV, MAX_BYTES_ENV, UrlPolicy, UrlRefused, check_url
 from models import Rejected
 
 ALLOW_TESTS = UrlPolicy(allow=("127.0.0.1",))
@@ -58,10 +58,14 @@ def test_the_allow_listed_spelling_is_reached_and_nothing_else(internal):
         check_url(f"{internal.url}/echo", UrlPolicy())  # 127.0.0.1 itself, when not allow-listed
 
 
-def test_a_name_is_pinned_to_its_resolved_address_and_keeps_its_host_header(internal):
+def test_a_name_is_pinned_to_its_resolved_address_and_keeps_its_host_header(internal, monkeypatch):
     policy = UrlPolicy(allow=("localhost",))
     checked = check_url(f"http://localhost:{internal.port}/echo", policy)
     assert checked.host == "localhost" and checked.address in ("127.0.0.1", "::1")
+    if checked.address == "127.0.0.1":  # the server listens on IPv4 only
+        monkeypatch.setenv(ALLOW_ENV, "127.0.0.1,localhost")
+        resp = send_sync("test", "GET", f"http://localhost:{internal.port}/echo", timeout_s=5)
+        assert resp.json()["host"] == f"localhost:{internal.port}"  # connected to the address, named the host
 
 
 @pytest.mark.parametrize("target", ["http://localhost:{port}/echo", "http://169.254.169.254/latest/meta-data/",
