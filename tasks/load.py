@@ -17,7 +17,7 @@ import fnmatch
 import io
 import warnings
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import httpx
 
