@@ -128,6 +128,14 @@ def _forbidden_address(ip: ipaddress._BaseAddress) -> str | None:
     return None
 
 
+def _ascii_host(host: str) -> str:
+    """An internationalised name in its DNS (IDNA) form; '' when it has none."""
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return ""
+
+
 def parse_host(url: str, policy: UrlPolicy) -> tuple[str, str, int, ipaddress._BaseAddress | None]:
     """(scheme, host, port, IP literal or None) after the syntax rules; raises UrlRefused."""
     if not isinstance(url, str) or not url:
@@ -160,7 +168,7 @@ def parse_host(url: str, policy: UrlPolicy) -> tuple[str, str, int, ipaddress._B
     elif _NUMERIC_LABEL.match(host.rstrip(".").rsplit(".", 1)[-1]):
         raise UrlRefused(url, f"host {host!r} is a non-canonical numeric address (hex, octal, decimal or short "
                               "form); write addresses as four decimal numbers, such as 203.0.113.7")
-    elif not _HOST_NAME.match(host):
+    elif not _HOST_NAME.match(_ascii_host(host)):
         raise UrlRefused(url, f"host {host!r} is not a valid host name")
     if literal is None and not policy.name_allowed(host):
         bare = host.rstrip(".")

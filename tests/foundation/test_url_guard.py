@@ -15,7 +15,7 @@ ALLOW_TESTS = UrlPolicy(allow=("127.0.0.1",))
 
 
 def hostile_forms(port: int) -> dict[str, tuple[str, str]]:
-    """The 16 URL forms the issue probed (plus the redirect, tested below): form -> (url, reason part)."""
+    """The URL forms the issue probed and more (the redirect forms are tested below): form -> (url, reason part)."""
     return {
         "[::1]": (f"http://[::1]:{port}/", "loopback"),
         "0x7f000001": (f"http://0x7f000001:{port}/", "non-canonical numeric"),
@@ -35,6 +35,10 @@ def hostile_forms(port: int) -> dict[str, tuple[str, str]]:
         "file://": ("file:///etc/passwd", "scheme 'file'"),
         "gopher://": (f"gopher://127.0.0.1:{port}/", "scheme 'gopher'"),
         "user@": (f"http://user:pw@127.0.0.1:{port}/", "user info"),
+        "LOCALHOST.": (f"http://LOCALHOST.:{port}/", "localhost"),
+        "[::]": (f"http://[::]:{port}/", "unspecified"),
+        "zone id": ("http://[fe80::1%25eth0]/", "zone identifiers"),
+        "100.64.0.1 (CGNAT)": ("http://100.64.0.1/", "not a public address"),
     }
 
 
