@@ -263,7 +263,38 @@ def _strapi_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, s
             raise Ignored("the uploaded file is not an image")
     else:
         raise Ignored(f"{event} starts no run (withdrawing what was published for an entry is not built yet)")
-    return [(AssetRef(client=profile.client_id, uri=url, name=name), version) for url, name, version in media]
+    record = strapi_record(body)
+    return [(StrapiAsset(client=profile.client_id, uri=url, name=name, record=record), version)
+            for url, name, version in media]
+
+
+class StrapiAsset(AssetRef):
+    """An asset announced by Strapi, with the entry it belongs to (carried in the event for the run and the UI)."""
+
+    record: dict[str, Any] = {}
+
+
+RECORD_FIELDS = ("title", "name", "category", "locale", "tags", "slug", "sku")
+
+
+def strapi_record(body: dict) -> dict[str, Any]:
+    """The entry as the asset's record: collection, ids and a few descriptive fields (strings, capped)."""
+    entry = body.get("entry") if isinstance(body.get("entry"), dict) else {}
+    record: dict[str, Any] = {"event": body.get("event"), "collection": body.get("model") or "upload"}
+    for key in ("id", "documentId"):
+        if isinstance(entry.get(key), (int, str)):
+            record[key] = entry[key]
+    for key in RECORD_FIELDS:
+        value = entry.get(key)
+        if isinstance(value, dict):  # a relation (category) as its name or title
+            value = value.get("name") or value.get("title")
+        if isinstance(value, list):  # tags: names of related rows or plain strings
+            value = [str(v.get("name") if isinstance(v, dict) else v)[:80] for v in value][:20]
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = str(value)[:200]
+        if value not in (None, "", []):
+            record[key] = value
+    return record
 
 
 def assets_from_notification(body: Any, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
@@ -307,12 +338,16 @@ def check_source_uri(asset: AssetRef, profile: ClientProfile) -> None:
 
 
 def asset_event(asset: AssetRef, version: str) -> dict:
-    """`brandforge.asset.created` for one asset; the id is stable per object version (deliveries repeat)."""
+    """`brandforge.asset.created` for one asset; the id is stable per object version (deliveries repeat).
+    A CMS asset's payload also carries its entry (`record`: collection, ids, title, category, locale, tags)."""
     key = stable_hash({"uri": asset.uri, "version": version})[:16]
+    payload: dict[str, Any] = {"uri": asset.uri, "name": asset.name}
+    if getattr(asset, "record", None):
+        payload["record"] = asset.record  # type: ignore[attr-defined]
     return {
         "event": ASSET_CREATED_EVENT,
         "resource": {"prefect.resource.id": f"brandforge.asset.{asset.client}.{key}", "brandforge.client": asset.client},
-        "payload": {"uri": asset.uri, "name": asset.name},
+        "payload": payload,
         "id": uuid.uuid5(_EVENT_NS, f"asset:{asset.client}:{asset.uri}:{version}"),
     }
 

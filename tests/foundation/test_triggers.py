@@ -191,7 +191,8 @@ def image(name="mug.jpg", h="mug_abc", mime="image/jpeg"):
 def strapi(event, v5=False, model="product", **extra):
     body = {"event": event, "createdAt": "2026-12-04T17:00:00.000Z", **extra}
     if event.startswith("entry."):
-        entry = {"id": 7, "title": "Red mug", "category": "kitchen", "locale": "en", "image": image()}
+        entry = {"id": 7, "title": "Red mug", "category": {"id": 2, "name": "kitchen"}, "locale": "en",
+                 "tags": [{"id": 1, "name": "mugs"}, "red"], "image": image()}
         if v5:
             entry["documentId"] = "abc123xyz"
         body.update(model=model, uid=f"api::{model}.{model}", entry=entry)
@@ -207,7 +208,12 @@ def test_strapi_entry_events_start_a_run_for_the_media_field(gateway, v5):
         r = post(client, strapi(event, v5=v5), headers={"X-Strapi-Event": event})
         assert r.status_code == 200 and r.json()["assets"] == ["mug.jpg"], r.json()
     assert len(events) == 1  # the same media file: one run
-    assert events[0]["payload"] == {"uri": f"{STRAPI}/uploads/mug_abc.jpg", "name": "mug.jpg"}
+    payload = events[0]["payload"]
+    assert (payload["uri"], payload["name"]) == (f"{STRAPI}/uploads/mug_abc.jpg", "mug.jpg")
+    record = payload["record"]  # the entry is the asset's record
+    assert record["collection"] == "product" and record["id"] == 7 and record["title"] == "Red mug"
+    assert record["category"] == "kitchen" and record["locale"] == "en" and record["tags"] == ["mugs", "red"]
+    assert record.get("documentId") == ("abc123xyz" if v5 else None)
 
 
 @pytest.mark.parametrize("v5", [False, True], ids=["v4", "v5"])
