@@ -34,11 +34,13 @@ before anything is emitted; nothing unexpected escapes as a 500.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from typing import Any, Callable
@@ -268,8 +270,31 @@ def _strapi_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, s
             for url, name, version in media]
 
 
+def _wordpress_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
+    """The image a WordPress site announced (scripts/wordpress/brandforge-trigger.php): a media upload or a
+    product's featured image; the post and product travel along as the asset's record."""
+    event = body.get("event")
+    if event not in ("media.create", "product.save"):
+        raise BadNotification(f"WordPress event must be media.create or product.save (got {event!r})")
+    attachment = _field(body, "attachment")
+    url = _text(attachment, "url")
+    if not str(attachment.get("mime", "")).startswith("image/"):
+        raise Ignored("the upload is not an image")
+    record: dict[str, Any] = {"event": event, "site": str(body.get("site", ""))[:200],
+                              "attachment_id": attachment.get("id"), "title": str(attachment.get("title", ""))[:200]}
+    if attachment.get("parent"):
+        record["parent_id"] = attachment["parent"]
+    product = body.get("product")
+    if isinstance(product, dict):
+        record.update(product_id=product.get("id"), product_title=str(product.get("title", ""))[:200],
+                      sku=str(product.get("sku", ""))[:80])
+    name = unquote_plus(url.split("?", 1)[0].rsplit("/", 1)[-1]) or "image"
+    asset = StrapiAsset(client=profile.client_id, uri=url, name=name, record=record)
+    return [(asset, _version(attachment.get("id"), url))]
+
+
 class StrapiAsset(AssetRef):
-    """An asset announced by Strapi, with the entry it belongs to (carried in the event for the run and the UI)."""
+    """An asset announced by a CMS (Strapi, WordPress), with the entry it belongs to (carried in the event)."""
 
     record: dict[str, Any] = {}
 
@@ -314,6 +339,8 @@ def assets_from_notification(body: Any, profile: ClientProfile) -> list[tuple[As
         if not isinstance(name, str):
             raise BadNotification("name must be a string")
         return [(AssetRef(client=profile.client_id, uri=uri, name=name), str(body.get("version", "")))]
+    if body.get("source") == "wordpress":
+        return _wordpress_assets(body, profile)
     if isinstance(body.get("event"), str) and ("entry" in body or "media" in body or "model" in body):
         return _strapi_assets(body, profile)
     return _s3_assets(_s3_records(body), profile)
@@ -381,6 +408,22 @@ async def read_capped(request: Request, limit: int) -> bytes:
         if len(data) > limit:
             raise TooLarge()
     return bytes(data)
+
+
+SIGNED_HOOK_TOLERANCE_S = 300
+
+
+def signed_hook_ok(headers: Any, body: bytes, secret: str, now: float | None = None) -> bool:
+    """`X-Brandforge-Signature: sha256=<hex HMAC-SHA256(secret, "<X-Brandforge-Timestamp>.<body>")>`, with a
+    timestamp no more than 5 minutes off (a captured delivery cannot be replayed later)."""
+    timestamp, signature = headers.get("x-brandforge-timestamp", ""), headers.get("x-brandforge-signature", "")
+    try:
+        if abs((now if now is not None else time.time()) - int(timestamp)) > SIGNED_HOOK_TOLERANCE_S:
+            return False
+    except ValueError:
+        return False
+    expected = "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(signature.encode(), expected.encode())
 
 
 def _answer(code: int, **body: Any) -> JSONResponse:
@@ -474,11 +517,15 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
                 return await sns_delivery(client, doc)
             profile = await profile_or_none(client)
             token = profile.webhook_token.get_secret_value() if profile and profile.webhook_token else ""
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            # Compared even for an unknown client or one without a token: the same answer, the same work.
-            matches = hmac.compare_digest(given.encode(), (token or f"\x00{uuid.uuid4()}").encode())
-            if not (token and matches):
-                return _answer(401, error=NOT_ACCEPTED)
+            if "x-brandforge-signature" in request.headers:  # a signed hook (the WordPress plugin)
+                if not (token and signed_hook_ok(request.headers, body, token)):
+                    return _answer(401, error=NOT_ACCEPTED)
+            else:
+                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                # Compared even for an unknown client or one without a token: the same answer, the same work.
+                matches = hmac.compare_digest(given.encode(), (token or f"\x00{uuid.uuid4()}").encode())
+                if not (token and matches):
+                    return _answer(401, error=NOT_ACCEPTED)
             assets = assets_from_notification(doc, profile)
             return await emit_assets(assets, profile)
         except Ignored as why:
