@@ -329,3 +329,40 @@ def test_leonardo_replay_check_needs_the_timestamp():
     body = json.dumps({"type": "image_generation.complete", "data": {"object": {"id": "g1", "status": "COMPLETE", "images": []}}})
     with pytest.raises(Rejected, match="lacks its timestamp"):
         block.verify_webhook({"authorization": "Bearer leonardo-callback-key-fake"}, body.encode())
+
+
+# --------------------------------------------------------------------------- the WordPress plugin's signed calls
+
+
+def wp_signed(body: dict, secret: str = TOKEN, ts: int | None = None) -> tuple[bytes, dict]:
+    import hashlib
+    import hmac
+
+    raw = json.dumps(body).encode()
+    stamp = str(ts if ts is not None else int(time.time()))
+    sig = "sha256=" + hmac.new(secret.encode(), stamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
+    return raw, {"X-Brandforge-Timestamp": stamp, "X-Brandforge-Signature": sig, "Content-Type": "application/json"}
+
+
+WP_UPLOAD = {"source": "wordpress", "event": "media.create", "site": "https://shop.example.test",
+             "attachment": {"id": 41, "url": "https://shop.example.test/wp-content/uploads/2026/12/mug.jpg",
+                            "mime": "image/jpeg", "title": "mug", "parent": 0}}
+
+
+def test_wordpress_signed_calls_are_verified(gateway):
+    client, events = gateway
+    raw, headers = wp_signed(WP_UPLOAD)
+    r = client.post("/assets/demo", content=raw, headers=headers)
+    assert r.status_code == 200 and r.json()["emitted"] == ["mug.jpg"]
+    assert events[0]["payload"]["record"]["attachment_id"] == 41
+    stale_raw, stale = wp_signed({**WP_UPLOAD, "attachment": {**WP_UPLOAD["attachment"], "id": 42}}, ts=int(time.time()) - 3600)
+    forged_raw, forged = wp_signed(WP_UPLOAD, secret="not-the-secret")
+    tampered = raw.replace(b"mug.jpg", b"evil.jpg")
+    for body, h in ((stale_raw, stale), (forged_raw, forged), (tampered, headers)):
+        r = client.post("/assets/demo", content=body, headers=h)
+        assert r.status_code == 401 and r.json()["error"] == "missing or wrong credentials for this client"
+    r = client.post("/assets/ghost", content=raw, headers=headers)
+    assert r.status_code == 401 and r.json()["error"] == "missing or wrong credentials for this client"
+    odd_raw, odd = wp_signed({**WP_UPLOAD, "event": "post.delete"})
+    assert client.post("/assets/demo", content=odd_raw, headers=odd).status_code == 422
+    assert len(events) == 1
