@@ -49,6 +49,7 @@ def test_a_run_where_every_asset_failed_is_failed_and_announced(demo_profile, de
     demo_profile.save("demo", overwrite=True)
     state = catalog_refresh(client="demo", source=str(catalog), work_dir=str(demo_state / "work"), return_state=True)
     assert state.is_failed() and state.message == "every asset failed — demo: 2 failed"
+    assert state.result(raise_on_failure=False).counts == {"failed": 2}  # the summary is still the result
     EventsWorker.drain_all(timeout=10)
     found: list[dict] = []
     with get_client(sync_client=True) as client:
