@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
@@ -95,6 +96,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 ASSET_CREATED_EVENT = "brandforge.asset.created"
 GENERATION_COMPLETED_EVENT = "brandforge.generation.completed"
 GENERATION_FAILED_EVENT = "brandforge.generation.failed"
+CATALOG_DEGRADED_EVENT = "brandforge.catalog.degraded"
 
 
 # --------------------------------------------------------------------------- hashing
@@ -287,7 +289,16 @@ class GenerationRequest(GenerationParams):
     def _prompt_present(cls, v: str) -> str:
         if not v or not v.strip():
             raise ValueError("prompt must not be empty; describe the image you want")
+        if len(v) > MAX_PROMPT_CHARS:
+            raise ValueError(f"prompt is {len(v)} characters; at most {MAX_PROMPT_CHARS} (providers cut or refuse longer ones)")
         return v.strip()
+
+    @field_validator("prompt_2", "negative_prompt")
+    @classmethod
+    def _prompt_length(cls, v: str | None, info) -> str | None:
+        if v is not None and len(v) > MAX_PROMPT_CHARS:
+            raise ValueError(f"{info.field_name} is {len(v)} characters; at most {MAX_PROMPT_CHARS}")
+        return v
 
     def is_explicit(self, field: str) -> bool:
         """Whether `field` was asked for (not a default, not a derived seed)."""
@@ -454,6 +465,22 @@ class RoutingRule(BaseModel):
 
 
 # --------------------------------------------------------------------------- assets and outcomes
+
+
+MAX_PROMPT_CHARS = 2000
+MAX_NAME_CHARS = 240
+
+
+def name_problem(name: str) -> str | None:
+    """Why a source name cannot be used — empty or over 240 characters, or holding NUL, control, format
+    (bidi overrides such as U+202E) or line/paragraph separator characters — or None. Checked where a
+    name enters (gateway, load), before anything is paid for."""
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
+        return f"names must be 1-{MAX_NAME_CHARS} characters (got {len(name) if isinstance(name, str) else 0})"
+    for ch in name:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+            return f"names may not contain control, format, bidi or unassigned characters (found U+{ord(ch):04X})"
+    return None
 
 
 class AssetRef(BaseModel):

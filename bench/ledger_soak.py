@@ -80,8 +80,10 @@ def main() -> None:
             for run in range(args.runs):
                 profile.target = gallery.model_copy(update={"folder": str(blocked)}) if run == 0 else gallery
                 profile.save("demo", overwrite=True)
-                summary = catalog_refresh(client="demo", source=str(catalog), work_dir=str(work / "state" / "work"))
-                print(f"run {run + 1}: {summary.counts}")
+                state = catalog_refresh(client="demo", source=str(catalog), work_dir=str(work / "state" / "work"),
+                                        return_state=True)
+                summary = state.result(raise_on_failure=False)  # run 1 fails every asset on purpose: a Failed run
+                print(f"run {run + 1}: {summary.counts} ({state.type.value}: {state.message})")
         jobs = [j for j in profile.ledger.jobs("demo") if j.job_id]
         billed = fake.stats["accepted"]
         print(f"\nledger: {'PostgreSQL' if args.postgres else 'SQLite'}; {args.n} assets × {args.runs} runs in {time.monotonic() - started:.0f} s")

@@ -26,10 +26,12 @@ from blocks.providers.local_engine import LocalEngine
 from blocks.refiners import ImageRefiner
 from blocks.targets.base import PublishTarget
 from blocks.targets.gallery import LocalGallery
+from blocks.triggers import SnsSettings, StrapiTrigger
 from models import GateThresholds, InvalidInput, Recipe, RoutingRule
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 PROMPT_SLOTS = {"subject", "style", "palette", "client", "extra"}
+MAX_TEMPLATE_CHARS = 2000
 SHARED_BLOCK_PREFIX = "shared-"
 
 
@@ -78,6 +80,8 @@ class ClientProfile(Block):
     webhook_token: SecretStr | None = Field(
         None, description="Bearer token the webhook gateway requires on this client's asset notifications (S3, CMS)."
     )
+    sns: SnsSettings | None = Field(None, description="SNS topics whose (signed) deliveries start runs; SNS sends no token.")
+    strapi: StrapiTrigger | None = Field(None, description="Strapi webhook events that start runs (collections, media).")
     source_handling: Literal["leave", "tag", "move"] = Field(
         "leave",
         description="What happens to a source after its image is published and recorded: leave it, tag it "
@@ -123,6 +127,13 @@ class ClientProfile(Block):
         unknown = slots - PROMPT_SLOTS
         if unknown:
             raise ValueError(f"prompt_template uses unknown slots {sorted(unknown)}; allowed: {sorted(PROMPT_SLOTS)}")
+        for _, name, spec, conversion in string.Formatter().parse(v):
+            if name is not None and (spec or conversion):
+                raise ValueError(f"prompt_template slot {{{name}{'!' + conversion if conversion else ''}"
+                                 f"{':' + spec if spec else ''}}}: format specs and conversions are not allowed; "
+                                 f"write {{{name}}}")
+        if len(v) > MAX_TEMPLATE_CHARS:
+            raise ValueError(f"prompt_template is {len(v)} characters; at most {MAX_TEMPLATE_CHARS}")
         return v
 
     @model_validator(mode="after")

@@ -8,7 +8,11 @@ It owns, once:
 - what a status code means (`failure_kind`): 429 → rate limited, 408 and 5xx →
   transient (worth another try), every other 4xx (409 included) → rejected;
 - where `Retry-After` is read (`parse_retry_after`);
-- the service's own words for a refusal (`reason_from_body`), whatever its error shape.
+- the service's own words for a refusal (`reason_from_body`), whatever its error shape,
+  summarised (an error page is never copied whole into a recorded reason);
+- the SSRF guard (blocks/url_guard.py): every request and every redirect of every client made
+  here is checked, pinned to the address it resolved to and size-capped; and credentials
+  (`Authorization`, API key headers) go only to the configured API origin (`send(api_origin=…)`).
 
 Providers and refiners get `RateLimited` / `Transient` / `Rejected` (`raise_for_status`,
 `send`); targets get a `PublishError` whose `retryable` and `retry_after` say the same
@@ -30,6 +34,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from blocks.url_guard import GuardedSyncTransport, GuardedTransport, UrlPolicy, UrlRefused, parse_host, same_origin
 from models import PublishError, RateLimited, Rejected, Transient
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -66,9 +71,34 @@ def use_transport(transport: httpx.AsyncBaseTransport) -> Iterator[None]:
 
 
 def async_client(timeout_s: float = DEFAULT_TIMEOUT_S, *, follow_redirects: bool = True, **kwargs: Any) -> httpx.AsyncClient:
-    """The client every block uses (base_url, headers, auth … pass through)."""
-    return httpx.AsyncClient(timeout=timeout(timeout_s), limits=LIMITS, verify=tls_context(),
-                             follow_redirects=follow_redirects, transport=_TRANSPORT, **kwargs)
+    """The client every block uses (base_url, headers, auth … pass through); every request it sends,
+    redirects included, passes the URL guard."""
+    inner = _TRANSPORT or httpx.AsyncHTTPTransport(verify=tls_context(), limits=LIMITS)
+    return httpx.AsyncClient(timeout=timeout(timeout_s), limits=LIMITS, verify=tls_context(), trust_env=False,
+                             follow_redirects=follow_redirects, max_redirects=5,
+                             transport=GuardedTransport(inner), **kwargs)
+
+
+def sync_client(timeout_s: float = DEFAULT_TIMEOUT_S, *, ssl_context: ssl.SSLContext | None = None,
+                follow_redirects: bool = True, **kwargs: Any) -> httpx.Client:
+    """`async_client` for the few synchronous callers (webhook key sets, sources, certificates)."""
+    verify = ssl_context or tls_context()
+    inner = httpx.HTTPTransport(verify=verify, limits=LIMITS)
+    return httpx.Client(timeout=timeout(timeout_s), verify=verify, trust_env=False, follow_redirects=follow_redirects,
+                        max_redirects=5, transport=GuardedSyncTransport(inner), **kwargs)
+
+
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-key", "proxy-authorization", "cookie")
+
+
+def check_credentials(provider: str, url: str, headers: Any, api_origin: str | None) -> None:
+    """Refuse to send credentials anywhere but the provider's configured API origin."""
+    names = {k.lower() for k in dict(headers or {})}
+    if not names & set(_CREDENTIAL_HEADERS):
+        return
+    if api_origin is None or not same_origin(url, api_origin):
+        raise Rejected(f"{provider}: refused to send credentials to {safe_url(url)}: they go only to the configured "
+                       f"API origin ({safe_url(api_origin) if api_origin else 'none given'})", provider=provider)
 
 
 # --------------------------------------------------------------------------- what an answer means
@@ -113,12 +143,15 @@ def parse_retry_after(headers: httpx.Headers | dict[str, str]) -> float | None:
 
 
 def reason_from_body(resp: httpx.Response) -> str:
-    """The service's own words for a refusal, whatever its error shape."""
+    """The service's own words for a refusal, whatever its error shape, at most 300 characters."""
+    return _capped(_printable(_reason_from_body(resp)))
+
+
+def _reason_from_body(resp: httpx.Response) -> str:
     try:
         body = resp.json()
     except ValueError:
-        text = resp.text.strip().replace("\n", " ")
-        return text[:300] or resp.reason_phrase
+        return summarise_text(resp)
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict):  # OpenAI {error: {message, code}}, Strapi {error: {name, message}}
@@ -142,6 +175,32 @@ def reason_from_body(resp: httpx.Response) -> str:
         if body.get("code") or body.get("message"):  # WordPress {code, message}
             return " ".join(str(p) for p in (body.get("code"), body.get("message")) if p)
     return json.dumps(body)[:300] or resp.reason_phrase
+
+
+def summarise_text(resp: httpx.Response) -> str:
+    """A non-JSON error body in a few words: an HTML page by its title, text by its first line."""
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip() or "unknown type"
+    size = len(resp.content)
+    text = resp.text
+    if "html" in ctype or text.lstrip()[:1] == "<":
+        title = ""
+        low = text.lower()
+        start = low.find("<title>")
+        if start >= 0:
+            title = text[start + 7: low.find("</title>", start)][:80]
+        said = f"HTML page{': ' + _printable(title) if title.strip() else ''}"
+    else:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        said = _printable(first)[:120] + ("…" if len(first) > 120 or text.count("\n") > 1 else "")
+    return f"{said or resp.reason_phrase} ({size} bytes of {ctype})"
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else " " for c in text).strip()
+
+
+def _capped(said: str) -> str:
+    return said if len(said) <= 300 else said[:300] + "…"
 
 
 def safe_url(url: str) -> str:
@@ -174,12 +233,20 @@ async def send(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ok: Callable[[httpx.Response], bool] | None = None,
+    api_origin: str | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
-    """One HTTP exchange with a provider or refiner service, transport failures mapped to `Transient`."""
+    """One HTTP exchange with a provider or refiner service, transport failures mapped to `Transient`,
+    a URL the guard refuses to `Rejected`. Credential headers go only to `api_origin`."""
+    check_credentials(provider, url, kwargs.get("headers"), api_origin)
     try:
+        parse_host(url, UrlPolicy.from_env())  # the syntax rules on the URL as given, before httpx reads it
         async with async_client(timeout_s) as client:
             resp = await client.request(method, url, **kwargs)
+    except UrlRefused as exc:
+        raise Rejected(f"{provider}: {exc}", provider=provider) from exc
+    except httpx.TooManyRedirects as exc:
+        raise Rejected(f"{provider}: {method} {safe_url(url)}: too many redirects", provider=provider) from exc
     except httpx.TimeoutException as exc:
         raise Transient(f"{provider}: {method} {safe_url(url)} timed out after {timeout_s:g}s", provider=provider) from exc
     except httpx.TransportError as exc:
@@ -189,11 +256,18 @@ async def send(
     return raise_for_status(resp, provider)
 
 
-def send_sync(provider: str, method: str, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, **kwargs: Any) -> httpx.Response:
+def send_sync(provider: str, method: str, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+              api_origin: str | None = None, **kwargs: Any) -> httpx.Response:
     """`send` for the few synchronous callers (a webhook check reading a key set), same mapping."""
+    check_credentials(provider, url, kwargs.get("headers"), api_origin)
     try:
-        with httpx.Client(timeout=timeout(timeout_s), limits=LIMITS, verify=tls_context(), follow_redirects=True) as client:
+        parse_host(url, UrlPolicy.from_env())
+        with sync_client(timeout_s) as client:
             resp = client.request(method, url, **kwargs)
+    except UrlRefused as exc:
+        raise Rejected(f"{provider}: {exc}", provider=provider) from exc
+    except httpx.TooManyRedirects as exc:
+        raise Rejected(f"{provider}: {method} {safe_url(url)}: too many redirects", provider=provider) from exc
     except httpx.TimeoutException as exc:
         raise Transient(f"{provider}: {method} {safe_url(url)} timed out after {timeout_s:g}s", provider=provider) from exc
     except httpx.TransportError as exc:

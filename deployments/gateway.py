@@ -14,10 +14,19 @@ remembers recent delivery ids, and the event id is derived from the delivery
 stores once. A forged, tampered or replayed callback gets 401 and emits nothing.
 
 `POST /assets/{client}` takes a client's new-asset notifications — an S3 event
-notification (plain, wrapped in SNS, or from EventBridge) or a CMS hook's
-`{"uri": …, "name": …}` — checks the client's bearer token
-(`ClientProfile.webhook_token`) and emits `brandforge.asset.created`, which
-starts the `process-asset/on-new-asset` deployment.
+notification (plain, SNS- or SQS-wrapped, or from EventBridge), a Strapi v4/v5
+webhook, or a CMS hook's `{"uri": …, "name": …}` with the client's bearer token
+(`ClientProfile.webhook_token`); or a signed SNS message of a topic the profile
+lists (blocks/sns.py) — and emits `brandforge.asset.created`, which starts the
+`process-asset/on-new-asset` deployment.
+
+Every answer is honest: a body over the cap is refused while it streams (413),
+before any authentication work; an unknown client gets exactly what a wrong
+token gets (401); malformed JSON 400; a shape the gateway does not know 422
+naming what it expected; a well-formed delivery that starts nothing (a test
+event, a deletion, an unconfigured collection) 200 `ignored` with the reason.
+Every source is checked (URL guard, the client's own storage root, name rules)
+before anything is emitted; nothing unexpected escapes as a 500.
 
     uvicorn deployments.gateway:app_from_env --factory --port 8700
     # BRANDFORGE_GATEWAY_PROVIDERS="replicate=brandforge-replicate/acme,fal=brandforge-fal/acme"
@@ -25,15 +34,17 @@ starts the `process-asset/on-new-asset` deployment.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from typing import Any, Callable
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urljoin
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -41,8 +52,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from prefect.filesystems import LocalFileSystem
+from prefect_aws import S3Bucket
+
 from blocks.providers.base import ImageProvider
 from blocks.client_profile import ClientProfile
+from blocks.sns import MESSAGE_TYPES as SNS_MESSAGE_TYPES
+from blocks.sns import SnsRejected, SnsVerifier, topic_allowed
+from blocks.triggers import STRAPI_ENTRY_EVENTS, STRAPI_EVENTS
+from blocks.url_guard import UrlRefused, check_url_form, local_path_under
 from models import (
     ASSET_CREATED_EVENT,
     GENERATION_COMPLETED_EVENT,
@@ -51,6 +69,7 @@ from models import (
     JobEvent,
     JobState,
     ProviderError,
+    name_problem,
     stable_hash,
 )
 
@@ -80,6 +99,11 @@ class SeenDeliveries:
                 self._seen.popitem(last=False)
             return True
 
+    def forget(self, key: str) -> None:
+        """Undo `first_time` for a delivery that could not be published (its retry must go through)."""
+        with self._lock:
+            self._seen.pop(key, None)
+
 
 def event_for(provider: ImageProvider, job: JobEvent) -> dict:
     """The Prefect event (as emit_event kwargs) for a verified, finished job."""
@@ -98,45 +122,90 @@ def event_for(provider: ImageProvider, job: JobEvent) -> dict:
 
 
 class BadNotification(ValueError):
-    """A notification the gateway cannot turn into assets (400, with this message)."""
+    """A notification the gateway cannot turn into assets: 422, with this message naming what was expected."""
 
 
-def _s3_records(body: dict) -> list[tuple[str, str, str]]:
-    """(bucket, key, version) of every object-created record, from S3, SNS-wrapped S3 or EventBridge."""
-    if body.get("Type") == "Notification" and isinstance(body.get("Message"), str):  # SNS envelope
-        body = json.loads(body["Message"])
+class Ignored(Exception):
+    """A well-formed notification that starts nothing (a test event, a deletion, an unconfigured collection)."""
+
+
+EXPECTED = ("an S3 event notification {\"Records\": [...]}, an SQS message batch of them, an EventBridge S3 event, "
+            "a signed SNS message, a Strapi webhook {\"event\", \"model\", \"entry\"|\"media\"} or {\"uri\", \"name\"}")
+
+
+def _field(obj: Any, *path: str) -> Any:
+    """obj[path…], or BadNotification naming the missing or mistyped field."""
+    for i, key in enumerate(path):
+        if not isinstance(obj, dict) or key not in obj:
+            raise BadNotification(f"expected field {'.'.join(path[:i + 1])!r} in the notification")
+        obj = obj[key]
+    return obj
+
+
+def _text(obj: Any, *path: str) -> str:
+    value = _field(obj, *path)
+    if not isinstance(value, str) or not value:
+        raise BadNotification(f"field {'.'.join(path)!r} must be a non-empty string")
+    return value
+
+
+def _version(*parts: Any) -> str:
+    """The dedupe tag of one object event: version id and sequencer (a new version or a re-upload after a
+    delete is new even with the same bytes), the ETag only as a last resort."""
+    return "|".join(str(p) for p in parts if p not in (None, ""))
+
+
+def _json_string(text: Any, what: str) -> Any:
+    if not isinstance(text, str):
+        raise BadNotification(f"{what} must be a JSON string")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadNotification(f"{what} is not JSON: {exc.msg}") from exc
+
+
+def _s3_records(body: Any, *, depth: int = 0) -> list[tuple[str, str, str]]:
+    """(bucket, key, version) of every object-created record: S3, SNS- or SQS-wrapped S3, or EventBridge."""
+    if depth > 3 or not isinstance(body, dict):
+        raise BadNotification(f"expected {EXPECTED}")
+    if body.get("Type") == "Notification" and "Message" in body:  # an SNS envelope (inside an SQS body)
+        return _s3_records(_json_string(body["Message"], "SNS Message"), depth=depth + 1)
+    if body.get("Event") == "s3:TestEvent":
+        raise Ignored("s3:TestEvent (sent when notifications are set up)")
     if body.get("source") == "aws.s3" and "detail" in body:  # EventBridge
         if body.get("detail-type") != "Object Created":
-            return []
-        d = body["detail"]
-        return [(d["bucket"]["name"], d["object"]["key"], str(d["object"].get("etag") or d["object"].get("sequencer") or ""))]
+            raise Ignored(f"EventBridge {body.get('detail-type')!r}: only 'Object Created' starts a run")
+        d = _field(body, "detail")
+        obj = _field(d, "object")
+        return [(_text(d, "bucket", "name"), _text(obj, "key"),
+                 _version(obj.get("version-id"), obj.get("sequencer"), obj.get("etag")))]
+    records = body.get("Records")
+    if not isinstance(records, list):
+        raise BadNotification(f"expected {EXPECTED}")
     found = []
-    for record in body.get("Records", []):
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise BadNotification(f"Records[{i}] must be an object")
+        if "body" in record and ("eventSource" not in record or record.get("eventSource") == "aws:sqs"):  # SQS
+            inner = _json_string(record["body"], f"Records[{i}].body")
+            try:
+                found.extend(_s3_records(inner, depth=depth + 1))
+            except Ignored:
+                continue
+            continue
         if not str(record.get("eventName", "")).startswith("ObjectCreated"):
-            continue  # deletions, tests events: nothing to make
-        obj = record["s3"]["object"]
-        found.append((record["s3"]["bucket"]["name"], unquote_plus(obj["key"]), str(obj.get("eTag") or obj.get("sequencer") or "")))
+            continue  # deletions, restores: nothing to make
+        obj = _field(record, "s3", "object")
+        key = unquote_plus(_text(obj, "key"))
+        found.append((_text(record, "s3", "bucket", "name"), key,
+                      _version(obj.get("versionId"), obj.get("sequencer"), obj.get("eTag"))))
+    if not found and records and all(isinstance(r, dict) for r in records):
+        names = {str(r.get("eventName", "SQS message")) for r in records}
+        raise Ignored(f"no object-created record ({', '.join(sorted(names))})")
     return found
 
 
-def assets_from_notification(body: Any, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
-    """The assets a notification announces, each with a version tag for de-duplication.
-
-    S3 objects must lie in the client's source bucket (and folder); their `name` is the key
-    relative to that folder, as `catalog_refresh` lists them. A CMS hook sends `uri` and
-    `name` itself.
-    """
-    if not isinstance(body, dict):
-        raise BadNotification("body must be a JSON object: an S3 event notification or {\"uri\": …, \"name\": …}")
-    if "uri" in body:
-        uri, name = str(body["uri"]), str(body.get("name") or body["uri"].rsplit("/", 1)[-1])
-        if not uri.startswith(("s3://", "file://", "http://", "https://")):
-            raise BadNotification(f"uri must be an s3://, file://, http:// or https:// URI (got {uri!r})")
-        return [(AssetRef(client=profile.client_id, uri=uri, name=name), str(body.get("version", "")))]
-    try:
-        records = _s3_records(body)
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise BadNotification(f"not an S3 event notification: missing {exc}") from exc
+def _s3_assets(records: list[tuple[str, str, str]], profile: ClientProfile) -> list[tuple[AssetRef, str]]:
     source = profile.source
     bucket = getattr(source, "bucket_name", None)
     folder = (getattr(source, "bucket_folder", "") or "").strip("/")
@@ -153,13 +222,159 @@ def assets_from_notification(body: Any, profile: ClientProfile) -> list[tuple[As
     return assets
 
 
+def _strapi_media(media: Any, base_url: str, what: str) -> list[tuple[str, str, str]]:
+    """(absolute url, name, version) of the images in a Strapi media value (one file or a list)."""
+    files = media if isinstance(media, list) else [media]
+    found = []
+    for f in files:
+        if f is None:
+            continue
+        if not isinstance(f, dict):
+            raise BadNotification(f"{what} must be a media object (or a list of them) with url and mime")
+        url, mime = _text(f, "url"), str(f.get("mime") or "")
+        if not mime.startswith("image/"):
+            continue
+        found.append((urljoin(base_url.rstrip("/") + "/", url), str(f.get("name") or url.rsplit("/", 1)[-1]),
+                      _version(f.get("hash"), f.get("updatedAt"), f.get("id"))))
+    return found
+
+
+def _strapi_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
+    event = body.get("event")
+    if event not in STRAPI_EVENTS:
+        raise BadNotification(f"Strapi event must be one of {', '.join(STRAPI_EVENTS)} (got {event!r})")
+    settings = profile.strapi
+    if settings is None:
+        raise BadNotification(f"client {profile.client_id!r} has no Strapi trigger configured (profile field 'strapi')")
+    if event in STRAPI_ENTRY_EVENTS:
+        model, uid = body.get("model"), body.get("uid")
+        field = settings.collections.get(str(model)) or settings.collections.get(str(uid))
+        if field is None:
+            raise Ignored(f"{event} of collection {model!r} is not configured (configured: {sorted(settings.collections)})")
+        entry = _field(body, "entry")
+        if not isinstance(entry, dict):
+            raise BadNotification("Strapi 'entry' must be an object")
+        media = _strapi_media(entry.get(field), settings.base_url, f"entry.{field}")
+        if not media:
+            raise Ignored(f"entry {entry.get('id')!r} of {model!r} has no image in field {field!r}")
+    elif event == "media.create":
+        if not settings.media_uploads:
+            raise Ignored("media.create does not start runs for this client (strapi.media_uploads is off)")
+        media = _strapi_media(_field(body, "media"), settings.base_url, "media")
+        if not media:
+            raise Ignored("the uploaded file is not an image")
+    else:
+        raise Ignored(f"{event} starts no run (withdrawing what was published for an entry is not built yet)")
+    record = strapi_record(body)
+    return [(StrapiAsset(client=profile.client_id, uri=url, name=name, record=record), version)
+            for url, name, version in media]
+
+
+def _wordpress_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
+    """The image a WordPress site announced (scripts/wordpress/brandforge-trigger.php): a media upload or a
+    product's featured image; the post and product travel along as the asset's record."""
+    event = body.get("event")
+    if event not in ("media.create", "product.save"):
+        raise BadNotification(f"WordPress event must be media.create or product.save (got {event!r})")
+    attachment = _field(body, "attachment")
+    url = _text(attachment, "url")
+    if not str(attachment.get("mime", "")).startswith("image/"):
+        raise Ignored("the upload is not an image")
+    record: dict[str, Any] = {"event": event, "site": str(body.get("site", ""))[:200],
+                              "attachment_id": attachment.get("id"), "title": str(attachment.get("title", ""))[:200]}
+    if attachment.get("parent"):
+        record["parent_id"] = attachment["parent"]
+    product = body.get("product")
+    if isinstance(product, dict):
+        record.update(product_id=product.get("id"), product_title=str(product.get("title", ""))[:200],
+                      sku=str(product.get("sku", ""))[:80])
+    name = unquote_plus(url.split("?", 1)[0].rsplit("/", 1)[-1]) or "image"
+    asset = StrapiAsset(client=profile.client_id, uri=url, name=name, record=record)
+    return [(asset, _version(attachment.get("id"), url))]
+
+
+class StrapiAsset(AssetRef):
+    """An asset announced by a CMS (Strapi, WordPress), with the entry it belongs to (carried in the event)."""
+
+    record: dict[str, Any] = {}
+
+
+RECORD_FIELDS = ("title", "name", "category", "locale", "tags", "slug", "sku")
+
+
+def strapi_record(body: dict) -> dict[str, Any]:
+    """The entry as the asset's record: collection, ids and a few descriptive fields (strings, capped)."""
+    entry = body.get("entry") if isinstance(body.get("entry"), dict) else {}
+    record: dict[str, Any] = {"event": body.get("event"), "collection": body.get("model") or "upload"}
+    for key in ("id", "documentId"):
+        if isinstance(entry.get(key), (int, str)):
+            record[key] = entry[key]
+    for key in RECORD_FIELDS:
+        value = entry.get(key)
+        if isinstance(value, dict):  # a relation (category) as its name or title
+            value = value.get("name") or value.get("title")
+        if isinstance(value, list):  # tags: names of related rows or plain strings
+            value = [str(v.get("name") if isinstance(v, dict) else v)[:80] for v in value][:20]
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = str(value)[:200]
+        if value not in (None, "", []):
+            record[key] = value
+    return record
+
+
+def assets_from_notification(body: Any, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
+    """The assets a bearer-authenticated notification announces, each with a version tag for de-duplication.
+
+    S3 objects must lie in the client's source bucket (and folder); their `name` is the key
+    relative to that folder, as `catalog_refresh` lists them. A Strapi webhook names an entry's
+    media; a CMS hook sends `uri` and `name` itself. Raises BadNotification (422) or Ignored (200).
+    """
+    if not isinstance(body, dict):
+        raise BadNotification(f"body must be a JSON object: {EXPECTED}")
+    if "uri" in body:
+        uri = body["uri"]
+        if not isinstance(uri, str) or not uri.startswith(("s3://", "file://", "http://", "https://")):
+            raise BadNotification(f"uri must be an s3://, file://, http:// or https:// URI string (got {str(uri)[:100]!r})")
+        name = body.get("name") or uri.rsplit("/", 1)[-1]
+        if not isinstance(name, str):
+            raise BadNotification("name must be a string")
+        return [(AssetRef(client=profile.client_id, uri=uri, name=name), str(body.get("version", "")))]
+    if body.get("source") == "wordpress":
+        return _wordpress_assets(body, profile)
+    if isinstance(body.get("event"), str) and ("entry" in body or "media" in body or "model" in body):
+        return _strapi_assets(body, profile)
+    return _s3_assets(_s3_records(body), profile)
+
+
+def check_source_uri(asset: AssetRef, profile: ClientProfile) -> None:
+    """Refuse, before anything is emitted, a source the run would refuse: a file:// path outside the client's
+    own storage root, an http(s) URL the URL guard does not follow, an s3:// object of another bucket."""
+    scheme = asset.uri.split(":", 1)[0].lower()
+    source = profile.source
+    if scheme == "file":
+        local_path_under(asset.uri, source.basepath if isinstance(source, LocalFileSystem) else None)
+    elif scheme in ("http", "https"):
+        check_url_form(asset.uri)  # names are resolved (and their addresses checked) when the run fetches
+    elif scheme == "s3":
+        bucket = asset.uri[len("s3://"):].split("/", 1)[0]
+        if not isinstance(source, S3Bucket) or bucket != source.bucket_name:
+            raise UrlRefused(asset.uri, f"it is not in client {profile.client_id!r}'s source bucket")
+    problem = name_problem(asset.name)
+    if problem:
+        raise BadNotification(f"asset name refused: {problem}")
+
+
 def asset_event(asset: AssetRef, version: str) -> dict:
-    """`brandforge.asset.created` for one asset; the id is stable per object version (deliveries repeat)."""
+    """`brandforge.asset.created` for one asset; the id is stable per object version (deliveries repeat).
+    A CMS asset's payload also carries its entry (`record`: collection, ids, title, category, locale, tags)."""
     key = stable_hash({"uri": asset.uri, "version": version})[:16]
+    payload: dict[str, Any] = {"uri": asset.uri, "name": asset.name}
+    if getattr(asset, "record", None):
+        payload["record"] = asset.record  # type: ignore[attr-defined]
     return {
         "event": ASSET_CREATED_EVENT,
         "resource": {"prefect.resource.id": f"brandforge.asset.{asset.client}.{key}", "brandforge.client": asset.client},
-        "payload": {"uri": asset.uri, "name": asset.name},
+        "payload": payload,
         "id": uuid.uuid5(_EVENT_NS, f"asset:{asset.client}:{asset.uri}:{version}"),
     }
 
@@ -174,39 +389,153 @@ def _default_emit(**kwargs) -> None:
     emit_event(**kwargs)
 
 
+class TooLarge(Exception):
+    pass
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The body, streamed and refused as soon as it passes `limit` bytes (before any other work)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise TooLarge()
+        except ValueError:
+            raise TooLarge() from None
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise TooLarge()
+    return bytes(data)
+
+
+SIGNED_HOOK_TOLERANCE_S = 300
+
+
+def signed_hook_ok(headers: Any, body: bytes, secret: str, now: float | None = None) -> bool:
+    """`X-Brandforge-Signature: sha256=<hex HMAC-SHA256(secret, "<X-Brandforge-Timestamp>.<body>")>`, with a
+    timestamp no more than 5 minutes off (a captured delivery cannot be replayed later)."""
+    timestamp, signature = headers.get("x-brandforge-timestamp", ""), headers.get("x-brandforge-signature", "")
+    try:
+        if abs((now if now is not None else time.time()) - int(timestamp)) > SIGNED_HOOK_TOLERANCE_S:
+            return False
+    except ValueError:
+        return False
+    expected = "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(signature.encode(), expected.encode())
+
+
+def _answer(code: int, **body: Any) -> JSONResponse:
+    return JSONResponse(body, status_code=code)
+
+
+NOT_ACCEPTED = "missing or wrong credentials for this client"
+
+
 def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] = _default_emit,
               seen: SeenDeliveries | None = None,
-              load_profile: Callable[[str], ClientProfile] = _load_profile) -> Starlette:
+              load_profile: Callable[[str], ClientProfile] = _load_profile,
+              sns: SnsVerifier | None = None) -> Starlette:
     """The gateway for these provider blocks (keyed by the name used in the callback URL)
     and for every client's asset notifications (profiles loaded by name)."""
     seen = seen or SeenDeliveries()
+    sns = sns or SnsVerifier()
+
+    async def profile_or_none(client: str) -> ClientProfile | None:
+        try:
+            return await run_in_threadpool(load_profile, client)
+        except ValueError:
+            return None
+
+    async def emit_assets(assets: list[tuple[AssetRef, str]], profile: ClientProfile) -> JSONResponse:
+        for asset, _ in assets:  # every asset checked before anything is emitted
+            try:
+                await run_in_threadpool(check_source_uri, asset, profile)
+            except UrlRefused as exc:
+                return _answer(422, error=f"source {exc}", emitted=[])
+        events = [(asset, asset_event(asset, version)) for asset, version in assets]
+        emitted = []
+        for asset, event in events:
+            if seen.first_time(str(event["id"])):
+                try:
+                    await run_in_threadpool(emit, **event)
+                except Exception as exc:  # noqa: BLE001 - the sender retries; the id keeps it single
+                    seen.forget(str(event["id"]))
+                    logger.error("could not emit %s: %s", event["event"], exc)
+                    return _answer(503, error="events could not be recorded; retry the delivery", emitted=emitted)
+                emitted.append(asset.name)
+        return _answer(200, status="ok", assets=[a.name for a, _ in assets], emitted=emitted)
+
+    async def sns_delivery(client: str, doc: dict) -> JSONResponse:
+        try:
+            await run_in_threadpool(sns.verify, doc)
+        except SnsRejected as exc:
+            logger.warning("rejected SNS delivery for %s: %s", client, exc)
+            return _answer(401, error=f"SNS signature check failed: {exc}")
+        except ConnectionError as exc:
+            return _answer(503, error=str(exc))
+        profile = await profile_or_none(client)
+        if profile is None or not topic_allowed(profile.sns, doc.get("TopicArn")):
+            # The same answer for an unknown client and an unlisted topic: clients cannot be enumerated.
+            return _answer(403, error="this SNS topic is not accepted for this client; list it in the profile's sns.topic_arns")
+        kind = doc["Type"]
+        if kind == "SubscriptionConfirmation":
+            if not profile.sns.confirm_subscriptions:
+                logger.warning("SNS subscription of %s to %s awaits confirmation", client, doc.get("TopicArn"))
+                return _answer(200, status="pending", action="confirm the subscription in the SNS console or open its "
+                               "SubscribeURL, or set sns.confirm_subscriptions in the profile")
+            try:
+                said = await run_in_threadpool(sns.confirm, doc)
+            except SnsRejected as exc:
+                return _answer(422, error=str(exc))
+            except ConnectionError as exc:
+                return _answer(503, error=str(exc))
+            logger.info("client %s: %s", client, said)
+            return _answer(200, status="confirmed", topic=doc.get("TopicArn"))
+        if kind == "UnsubscribeConfirmation":
+            logger.warning("client %s: SNS topic %s unsubscribed this endpoint", client, doc.get("TopicArn"))
+            return _answer(200, status="recorded", unsubscribed=doc.get("TopicArn"))
+        message = _json_string(doc.get("Message"), "SNS Message")
+        return await emit_assets(_s3_assets(_s3_records(message), profile), profile)
 
     async def new_assets(request: Request) -> JSONResponse:
         client = request.path_params["client"]
         try:
-            profile = await run_in_threadpool(load_profile, client)
-        except ValueError:
-            return JSONResponse({"error": f"unknown client {client!r}"}, status_code=404)
-        token = profile.webhook_token.get_secret_value() if profile.webhook_token else ""
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not token:
-            return JSONResponse({"error": f"client {client!r} has no webhook_token; set one in its profile"}, status_code=403)
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return JSONResponse({"error": "body too large for a notification"}, status_code=413)
+            body = await read_capped(request, MAX_BODY_BYTES)
+        except TooLarge:
+            return _answer(413, error=f"body larger than {MAX_BODY_BYTES} bytes: not a notification")
         try:
-            assets = assets_from_notification(json.loads(body or b"null"), profile)
-        except (BadNotification, json.JSONDecodeError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        emitted = []
-        for asset, version in assets:
-            event = asset_event(asset, version)
-            if seen.first_time(str(event["id"])):
-                await run_in_threadpool(emit, **event)
-                emitted.append(asset.name)
-        return JSONResponse({"status": "ok", "assets": [a.name for a, _ in assets], "emitted": emitted})
+            doc = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _answer(400, error=f"body is not JSON ({exc}); expected {EXPECTED}")
+        try:
+            sns_type = request.headers.get("x-amz-sns-message-type")
+            if sns_type or (isinstance(doc, dict) and doc.get("Type") in SNS_MESSAGE_TYPES and "Signature" in doc):
+                if not isinstance(doc, dict) or doc.get("Type") != (sns_type or doc.get("Type")):
+                    return _answer(400, error="x-amz-sns-message-type does not match the message's Type")
+                return await sns_delivery(client, doc)
+            profile = await profile_or_none(client)
+            token = profile.webhook_token.get_secret_value() if profile and profile.webhook_token else ""
+            if "x-brandforge-signature" in request.headers:  # a signed hook (the WordPress plugin)
+                if not (token and signed_hook_ok(request.headers, body, token)):
+                    return _answer(401, error=NOT_ACCEPTED)
+            else:
+                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                # Compared even for an unknown client or one without a token: the same answer, the same work.
+                matches = hmac.compare_digest(given.encode(), (token or f"\x00{uuid.uuid4()}").encode())
+                if not (token and matches):
+                    return _answer(401, error=NOT_ACCEPTED)
+            assets = assets_from_notification(doc, profile)
+            return await emit_assets(assets, profile)
+        except Ignored as why:
+            return _answer(200, status="ignored", reason=str(why), assets=[], emitted=[])
+        except BadNotification as exc:
+            return _answer(422, error=str(exc), emitted=[])
+        except Exception as exc:  # noqa: BLE001 - never a 500: say what could not be read
+            logger.exception("unreadable notification for %s", client)
+            return _answer(422, error=f"the notification could not be read ({type(exc).__name__}); expected {EXPECTED}",
+                           emitted=[])
 
     async def webhook(request: Request) -> JSONResponse:
         name = request.path_params["name"]
@@ -214,9 +543,10 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
         if provider is None:
             return JSONResponse({"error": f"unknown provider {name!r}; configured: {', '.join(sorted(providers))}"},
                                 status_code=404)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return JSONResponse({"error": "body too large for a callback"}, status_code=413)
+        try:
+            body = await read_capped(request, MAX_BODY_BYTES)
+        except TooLarge:
+            return _answer(413, error=f"body larger than {MAX_BODY_BYTES} bytes: not a callback")
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             # verify_webhook may fetch keys (fal's JWKS) synchronously: keep it off the event loop.
@@ -225,12 +555,22 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
             logger.warning("rejected %s webhook: %s", name, exc.reason)
             status = 503 if exc.retryable else 401
             return JSONResponse({"error": exc.reason}, status_code=status)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # signed, but not a job event
+            return _answer(422, error=f"a verified {name} callback that is not a job event: {str(exc)[:200] or type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 - never a 500
+            logger.exception("unreadable %s webhook", name)
+            return _answer(422, error=f"the callback could not be read ({type(exc).__name__})")
         if not job.state.finished:
             return JSONResponse({"status": "ignored", "reason": f"job is {job.state.value}"})
         event = event_for(provider, job)
         if not seen.first_time(str(event["id"])):
             return JSONResponse({"status": "duplicate", "event_id": str(event["id"])})
-        await run_in_threadpool(emit, **event)
+        try:
+            await run_in_threadpool(emit, **event)
+        except Exception as exc:  # noqa: BLE001
+            seen.forget(str(event["id"]))
+            logger.error("could not emit %s: %s", event["event"], exc)
+            return _answer(503, error="the event could not be recorded; retry the delivery")
         logger.info("%s job %s: %s", name, job.job_id, event["event"])
         return JSONResponse({"status": "published", "event": event["event"], "event_id": str(event["id"])})
 

@@ -6,6 +6,10 @@ says is already done for the same bytes and recipe, runs assets in parallel
 artifacts on the run: a progress bar updated as assets finish, a markdown
 summary (counts by final state, time, cost) and a table of every asset —
 plus the gate report (every variant's scores, an aesthetic-score histogram).
+
+A run in which assets failed does not look like a clean success: its final
+state's message gives the counts, it is `Failed` when every asset failed, and
+it emits `brandforge.catalog.degraded` for automations (see `final_state`).
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_aws import S3Bucket
 
 from blocks.client_profile import ClientProfile
 from blocks.targets.gallery import LocalGallery
 from flows.process_asset import process_asset
-from models import AssetOutcome, AssetRef, CatalogSummary, InvalidInput
+from models import CATALOG_DEGRADED_EVENT, AssetOutcome, AssetRef, CatalogSummary, InvalidInput
 from tasks.gates.report import create_gate_report
 from tasks.ledger import record_orchestration_failure
 from tasks.load import list_catalog
@@ -86,6 +91,29 @@ def outcome_rows(outcomes: list[AssetOutcome]) -> list[dict]:
     return rows
 
 
+def counts_message(summary: CatalogSummary) -> str:
+    return ", ".join(f"{summary.counts[s]} {s}" for s in STATES if summary.counts.get(s)) or "no assets"
+
+
+def final_state(summary: CatalogSummary, run_id: str | None = None) -> State:
+    """The run's final state: Completed with the counts; Failed when every asset failed; and, when any
+    asset failed, a `brandforge.catalog.degraded` event (ids and counts only)."""
+    failed = summary.counts.get("failed", 0)
+    message = f"{summary.client}: {counts_message(summary)}"
+    if failed:
+        from prefect.events import emit_event
+
+        emit_event(
+            event=CATALOG_DEGRADED_EVENT,
+            resource={"prefect.resource.id": f"brandforge.catalog.{summary.client}", "brandforge.client": summary.client},
+            payload={"counts": summary.counts, "total": summary.total, "flow_run_id": run_id,
+                     "failed": [o.name for o in summary.outcomes if o.state == "failed"][:50]},
+        )
+    if failed and failed == summary.total:
+        return Failed(message=f"every asset failed — {message}", data=summary)
+    return Completed(message=message + (f" ({failed} need attention)" if failed else ""), data=summary)
+
+
 @flow(name="catalog-refresh", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL))
 def catalog_refresh(
     client: str,
@@ -140,4 +168,4 @@ def catalog_refresh(
     create_gate_report(client, outcomes, key_prefix=artifact_key(client, "catalog"),
                        threshold=profile.gates.min_aesthetic if profile.aesthetic else None)
     logger.info("catalog %s: %s in %.1fs", client, summary.counts, summary.seconds)
-    return summary
+    return final_state(summary, str(flow_run.id) if flow_run.id else None)  # type: ignore[return-value]

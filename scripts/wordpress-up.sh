@@ -91,6 +91,7 @@ write_files() {
   fi
   mkdir -p "$WWW/wp-content/mu-plugins"
   cp "$HERE/wordpress/brandforge-meta.php" "$WWW/wp-content/mu-plugins/brandforge-meta.php"
+  cp "$HERE/wordpress/brandforge-trigger.php" "$WWW/wp-content/mu-plugins/brandforge-trigger.php"
   cp "$HERE/wordpress/router.php" "$DIR/router.php"
   [ -f "$DIR/salt" ] || head -c 48 /dev/urandom | base64 | tr -d '/+=\n' >"$DIR/salt"
   local salt

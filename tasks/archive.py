@@ -10,6 +10,10 @@ instead of failing on a source that was already moved.
   the original.
 - Local files: `tag` writes a hidden sidecar `.<name>.brandforge.json` beside
   the file; `move` renames it into `<archive_prefix>` under the storage folder.
+
+Only the client's own source storage is ever touched: a local file outside its
+storage root (symlinks resolved), or any local file when the storage is S3, is
+refused with the reason.
 """
 
 from __future__ import annotations
@@ -83,7 +87,13 @@ def handle_local_source(
     uri: str, storage: LocalFileSystem | None, mode: SourceHandling, archive_prefix: str, generation_key: str,
     published_url: str | None,
 ) -> str:
+    if storage is None or not storage.basepath:
+        raise InvalidInput(f"source {uri} is a local file but the client has no local source storage root; "
+                           f"cannot {mode} it")
+    root = Path(storage.basepath).expanduser().resolve()
     path = Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+    if not path.resolve().is_relative_to(root):
+        raise InvalidInput(f"source {uri} is outside the client's source storage root {root}; cannot {mode} it")
     if mode == "tag":
         if not path.exists():
             raise InvalidInput(f"source {path} does not exist; cannot tag it")
@@ -98,11 +108,7 @@ def handle_local_source(
         finally:
             tmp.unlink(missing_ok=True)
         return f"tagged {path} ({sidecar.name})"
-    root = Path(storage.basepath).resolve() if storage is not None and storage.basepath else path.parent
-    try:
-        rel = path.resolve().relative_to(root)
-    except ValueError:
-        root, rel = path.parent, Path(path.name)
+    rel = path.resolve().relative_to(root)
     archive = Path(archive_prefix.strip("/"))
     if rel.parts[: len(archive.parts)] == archive.parts or path.parent.name == archive.name:
         return f"already in the archive at {path}"
@@ -138,6 +144,8 @@ def handle_source(
         done = handle_local_source(
             asset.uri, storage if isinstance(storage, LocalFileSystem) else None, mode, archive_prefix, generation_key, published_url,
         )
+    elif scheme in ("http", "https"):  # a CMS's file (Strapi media): not ours to tag or move
+        done = f"left in place: {mode} applies to the client's own source storage, not to {scheme} URLs"
     else:
         raise InvalidInput(f"source_handling {mode!r} needs an s3:// or file:// source (got {asset.uri})")
     get_run_logger().info("%s: source %s", asset.name, done)

@@ -1,5 +1,10 @@
 """Load: list a catalog and turn each source file into a validated, normalised image.
 
+Sources are read only from where the client's profile says they live: `s3://` objects from its
+bucket, `file://` files under its source storage root (symlinks resolved), and `http(s)://` URLs
+downloaded through the URL guard (blocks/url_guard.py: address policy, redirects re-checked, a
+size cap, a timeout). Anything else is refused with the reason before any byte is read.
+
 Accepts JPEG, PNG, WebP and TIFF; applies EXIF orientation; converts CMYK,
 palette, 16-bit and alpha images to 8-bit sRGB; downscales anything over
 2048 px or 8 MB. Rejects, with a reason a person can act on, zero-byte files,
@@ -12,6 +17,9 @@ import fnmatch
 import io
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
@@ -19,7 +27,9 @@ from prefect import task
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 
-from models import AssetRef, AssetRejected, LoadedAsset, content_hash
+from blocks.http import reason_from_body, safe_url, sync_client
+from blocks.url_guard import UrlPolicy, UrlRefused, local_path_under, parse_host
+from models import AssetRef, AssetRejected, LoadedAsset, Transient, content_hash, name_problem
 from tasks.retry import retry_unless_refused
 
 ALLOWED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "TIFF": "TIFF", "MPO": "JPEG"}
@@ -28,6 +38,9 @@ MAX_SIDE = 2048
 MAX_BYTES = 8 * 1024 * 1024
 # Anything above this many pixels is refused before decoding (a bomb, or a scan no one meant to send).
 MAX_PIXELS = 80_000_000
+# Largest source downloaded over HTTP (bigger files are downscaled after loading, up to this).
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 def list_local(folder: str | Path, pattern: str = "*") -> list[str]:
@@ -151,6 +164,7 @@ def normalise_image(data: bytes) -> tuple[Image.Image, str, list[str]]:
         img.load()
     except Exception as exc:  # noqa: BLE001
         raise AssetRejected(f"corrupt or truncated {fmt} file: {exc}") from exc
+    frames = getattr(img, "n_frames", 1)  # read before exif_transpose: its copy is a single frame
     try:
         img = ImageOps.exif_transpose(img)
         if img is None:
@@ -159,8 +173,8 @@ def normalise_image(data: bytes) -> tuple[Image.Image, str, list[str]]:
         raise
     except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
         notes.append("EXIF orientation unreadable, ignored")
-    if getattr(img, "n_frames", 1) > 1:
-        notes.append("multi-frame file: first frame used")
+    if frames > 1:
+        notes.append(f"multi-frame file ({frames} frames): first frame used")
     img = _to_srgb(img, notes)
     limit = MAX_SIDE
     if len(data) > MAX_BYTES:
@@ -174,13 +188,73 @@ def normalise_image(data: bytes) -> tuple[Image.Image, str, list[str]]:
     return img, fmt, notes
 
 
-@task(name="load-asset", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_refused)
-def load_asset(ref: AssetRef, storage: LocalFileSystem | S3Bucket, work_dir: str) -> LoadedAsset:
-    """Read one source, validate it and write the normalised copy into the work folder."""
+def local_source_path(uri: str, storage: LocalFileSystem | S3Bucket | None) -> Path:
+    """The file a `file://` source names, refused unless it lies under the client's source storage root."""
     try:
-        data = storage.read_path(ref.name) if isinstance(storage, S3Bucket) else Path(ref.uri.removeprefix("file://")).read_bytes()
-    except FileNotFoundError as exc:
-        raise AssetRejected(f"source file not found: {ref.uri}") from exc
+        return local_path_under(uri, storage.basepath if isinstance(storage, LocalFileSystem) else None)
+    except UrlRefused as exc:
+        raise AssetRejected(f"file:// source {exc.url} refused: {exc.why}") from exc
+
+
+def download_source(url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> bytes:
+    """An http(s) source's bytes, through the URL guard; no credentials are sent."""
+    try:
+        parse_host(url, UrlPolicy.from_env())  # the syntax rules on the URL as given, before httpx reads it
+        with sync_client(timeout_s) as client, client.stream("GET", url) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                what = f"source {safe_url(url)} answered HTTP {resp.status_code}: {reason_from_body(resp)}"
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    raise Transient(what)
+                raise AssetRejected(what)
+            data = bytearray()
+            for chunk in resp.iter_bytes():
+                data += chunk
+                if len(data) > max_bytes:
+                    raise AssetRejected(f"source {safe_url(url)} is larger than {max_bytes:,} bytes")
+            return bytes(data)
+    except UrlRefused as exc:
+        raise AssetRejected(f"source {exc}") from exc
+    except httpx.TooManyRedirects as exc:
+        raise AssetRejected(f"source {safe_url(url)}: too many redirects") from exc
+    except httpx.TimeoutException as exc:
+        raise Transient(f"source {safe_url(url)} did not answer within {timeout_s:g} s") from exc
+    except httpx.TransportError as exc:
+        raise Transient(f"source {safe_url(url)} could not be reached: {type(exc).__name__}") from exc
+
+
+def read_source_bytes(ref: AssetRef, storage: LocalFileSystem | S3Bucket | None) -> bytes:
+    """The source's bytes from where its scheme says, within the client's own storage."""
+    scheme = urlparse(ref.uri).scheme.lower()
+    if scheme == "s3":
+        if not isinstance(storage, S3Bucket):
+            raise AssetRejected(f"s3:// source {ref.uri} refused: the client's source storage is not an S3 bucket")
+        bucket, _, key = ref.uri[len("s3://"):].partition("/")  # keys are written raw, never URL-encoded
+        folder = storage.bucket_folder.strip("/")
+        if bucket != storage.bucket_name or key != (f"{folder}/{ref.name}" if folder else ref.name):
+            raise AssetRejected(f"s3:// source {ref.uri} refused: not the object {ref.name!r} of the client's bucket "
+                                f"{storage.bucket_name!r}")
+        return storage.read_path(ref.name)
+    if scheme in ("http", "https"):
+        return download_source(ref.uri)
+    if scheme == "file":
+        path = local_source_path(ref.uri, storage)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise AssetRejected(f"source file not found: {ref.uri}") from exc
+        except IsADirectoryError as exc:
+            raise AssetRejected(f"source {ref.uri} is a folder, not a file") from exc
+    raise AssetRejected(f"source {ref.uri[:200]!r} refused: expected an s3://, file://, http:// or https:// URI")
+
+
+@task(name="load-asset", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_refused)
+def load_asset(ref: AssetRef, storage: LocalFileSystem | S3Bucket | None, work_dir: str) -> LoadedAsset:
+    """Read one source, validate it and write the normalised copy into the work folder."""
+    problem = name_problem(ref.name)
+    if problem:  # before a byte is read or a generation paid for (the name reaches keys, file names, posts)
+        raise AssetRejected(f"source name {ref.name[:80]!r} refused: {problem}")
+    data = read_source_bytes(ref, storage)
     key = content_hash(data)
     img, fmt, notes = normalise_image(data)
     folder = Path(work_dir) / ref.client / key[:16]

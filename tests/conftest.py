@@ -19,6 +19,9 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The fakes (providers, CMS, moto, certificate hosts) listen on 127.0.0.1: allow-listed explicitly, by
+# that spelling only (the URL guard still refuses localhost, 0x7f000001, [::1] …; blocks/url_guard.py).
+os.environ.setdefault("BRANDFORGE_URL_ALLOW", "127.0.0.1")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CATALOG = ROOT / "demo" / "catalog"
@@ -143,3 +146,15 @@ def s3_bucket_block(moto_s3, tmp_path):
     name = f"bf-{uuid.uuid4().hex[:12]}"
     creds.get_s3_client().create_bucket(Bucket=name)
     return S3Bucket(bucket_name=name, credentials=creds)
+
+
+@pytest.fixture(scope="module")
+def internal():
+    """An "internal" server on 127.0.0.1 that counts every request (tests/fakes/internal.py)."""
+    from tests.fakes.base import Served
+    from tests.fakes.internal import InternalServer
+
+    server = InternalServer()
+    with Served(server.app) as served:
+        server.url, server.port = served.url, served.port
+        yield server

@@ -127,7 +127,7 @@ class FalProvider(HostedProvider):
         if self.webhook_url:
             url += f"?fal_webhook={quote(self.webhook_url, safe='')}"
         resp = await send(self.provider_name, "POST", url, json=self.build_input(request, image),
-                          headers=self._headers(), timeout_s=self.request_timeout_s)
+                          headers=self._headers(), api_origin=self.base_url, timeout_s=self.request_timeout_s)
         body = json_of(resp, self.provider_name)
         try:
             return JobHandle(provider=self.provider_name, job_id=body["request_id"], status_url=body["status_url"],
@@ -136,7 +136,7 @@ class FalProvider(HostedProvider):
             raise Transient(f"fal: submit answer lacks {exc}", provider=self.provider_name) from exc
 
     async def status(self, handle: JobHandle) -> JobStatus:
-        resp = await send(self.provider_name, "GET", f"{handle.status_url}?logs=1", headers=self._headers(),
+        resp = await send(self.provider_name, "GET", f"{handle.status_url}?logs=1", headers=self._headers(), api_origin=self.base_url,
                           timeout_s=self.request_timeout_s)
         body = json_of(resp, self.provider_name)
         state = body.get("status")
@@ -149,7 +149,7 @@ class FalProvider(HostedProvider):
         raise Transient(f"fal: unknown status {state!r}", provider=self.provider_name)
 
     async def fetch(self, handle: JobHandle) -> list[bytes]:
-        resp = await send(self.provider_name, "GET", handle.result_url or "", headers=self._headers(),
+        resp = await send(self.provider_name, "GET", handle.result_url or "", headers=self._headers(), api_origin=self.base_url,
                           timeout_s=self.request_timeout_s)
         body = json_of(resp, self.provider_name)
         nsfw = body.get("has_nsfw_concepts") or []

@@ -101,7 +101,7 @@ class LeonardoProvider(HostedProvider):
     async def upload_init_image(self, png: bytes) -> str:
         root = self.base_url.rstrip("/")
         resp = await send(self.provider_name, "POST", f"{root}/init-image", json={"extension": "png"},
-                          headers=self._headers(), timeout_s=self.request_timeout_s)
+                          headers=self._headers(), api_origin=self.base_url, timeout_s=self.request_timeout_s)
         upload = json_of(resp, self.provider_name).get("uploadInitImage") or {}
         try:
             fields = json.loads(upload["fields"])  # a JSON string inside the JSON answer
@@ -120,7 +120,7 @@ class LeonardoProvider(HostedProvider):
         png = prepare_source(resized, provider=self.provider_name, fit_to_request=True)
         init_id = await self.upload_init_image(png)
         resp = await send(self.provider_name, "POST", f"{self.base_url.rstrip('/')}/generations",
-                          json=self.generation_body(request, init_id, size), headers=self._headers(),
+                          json=self.generation_body(request, init_id, size), headers=self._headers(), api_origin=self.base_url,
                           timeout_s=self.request_timeout_s)
         job = json_of(resp, self.provider_name).get("sdGenerationJob") or {}
         if not job.get("generationId"):
@@ -130,7 +130,7 @@ class LeonardoProvider(HostedProvider):
                          extra={"init_image_id": init_id, "api_credit_cost": job.get("apiCreditCost")})
 
     async def _generation(self, handle: JobHandle) -> dict[str, Any]:
-        resp = await send(self.provider_name, "GET", handle.status_url or "", headers=self._headers(),
+        resp = await send(self.provider_name, "GET", handle.status_url or "", headers=self._headers(), api_origin=self.base_url,
                           timeout_s=self.request_timeout_s)
         gen = json_of(resp, self.provider_name).get("generations_by_pk")
         if gen is None:
@@ -163,11 +163,16 @@ class LeonardoProvider(HostedProvider):
         except (ValueError, KeyError, TypeError):
             raise Rejected("webhook body is not a Leonardo generation event", provider=self.provider_name) from None
         sent = doc.get("timestamp")
-        if isinstance(sent, (int, float)):
-            age = abs((now if now is not None else time.time()) - sent / 1000)
-            if age > self.webhook_tolerance_s:
-                raise Rejected(f"webhook timestamp is {age:.0f}s old (tolerance {self.webhook_tolerance_s:.0f}s): replayed",
-                               provider=self.provider_name)
+        # The token is the same on every delivery: without its timestamp a captured one replays forever.
+        if not isinstance(sent, (int, float)) or isinstance(sent, bool) or sent != sent:
+            raise Rejected("webhook body lacks its timestamp (milliseconds): a replay cannot be ruled out",
+                           provider=self.provider_name)
+        age = abs((now if now is not None else time.time()) - sent / 1000)
+        if age > self.webhook_tolerance_s:
+            raise Rejected(f"webhook timestamp is {age:.0f}s old (tolerance {self.webhook_tolerance_s:.0f}s): replayed",
+                           provider=self.provider_name)
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
+            raise ValueError("a Leonardo generation event with data.object.id was expected")
         state = _STATES.get(obj.get("status", ""), JobState.running)
         return JobEvent(provider=self.provider_name, job_id=obj["id"], state=state,
                         outputs=[i["url"] for i in obj.get("images") or [] if i.get("url")],

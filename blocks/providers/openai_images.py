@@ -108,7 +108,7 @@ class OpenAIImagesProvider(SynchronousProvider):
             headers["OpenAI-Organization"] = self.organization
         resp = await send(self.provider_name, "POST", f"{self.base_url.rstrip('/')}/v1/images/edits",
                           data=self.fields(request, size), files=[("image[]", ("source.png", png, "image/png"))],
-                          headers=headers, timeout_s=self.request_timeout_s)
+                          headers=headers, api_origin=self.base_url, timeout_s=self.request_timeout_s)
         body = json_of(resp, self.provider_name)
         try:
             images = [base64.b64decode(item["b64_json"]) for item in body["data"]]

@@ -30,7 +30,7 @@ import asyncio
 import time
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from blocks.http import json_of, send
 from blocks.providers.base import ImageRefiner, Unsupported, Wire, WireMap, at_most, renamed_fields, sniff_mime
@@ -49,9 +49,32 @@ _STATES = {
 DATA_URI_LIMIT = 1_000_000  # Replicate recommends data URIs only under 1 MB; larger sources are uploaded
 
 
+MIN_WEBHOOK_KEY_BYTES = 16  # Standard Webhooks secrets are 24-64 random bytes; anything shorter is guessable
+
+
+def standard_webhook_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret, as the reference libraries read it: the `whsec_`
+    prefix optional, base64 with or without padding. Raises ValueError for an empty, malformed or
+    too-short secret (an empty key would let anyone sign a delivery)."""
+    text = secret.strip().removeprefix("whsec_")
+    if not text:
+        raise ValueError("webhook_secret is empty; copy it from GET /v1/webhooks/default/secret (whsec_…)")
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("webhook_secret is not base64 (after the optional whsec_ prefix)") from None
+    if len(key) < MIN_WEBHOOK_KEY_BYTES:
+        raise ValueError(f"webhook_secret is too short: {len(key)} bytes; at least {MIN_WEBHOOK_KEY_BYTES} are needed")
+    return key
+
+
 def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes, *, tolerance_s: float,
                             now: float | None = None, provider: str = "replicate") -> str:
     """Check a Standard Webhooks signature; returns the delivery id (webhook-id)."""
+    try:
+        key = standard_webhook_key(secret)
+    except ValueError as exc:
+        raise Rejected(str(exc), provider=provider) from None
     h = {k.lower(): v for k, v in headers.items()}
     msg_id, ts, sigs = h.get("webhook-id"), h.get("webhook-timestamp"), h.get("webhook-signature")
     if not (msg_id and ts and sigs):
@@ -63,16 +86,10 @@ def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes, *
     if age > tolerance_s:
         raise Rejected(f"webhook timestamp is {age:.0f}s off (tolerance {tolerance_s:.0f}s): replayed or clock skew",
                        provider=provider)
-    if not secret.startswith("whsec_"):
-        raise Rejected("webhook_secret must start with whsec_ (GET /v1/webhooks/default/secret)", provider=provider)
-    try:
-        key = base64.b64decode(secret.split("_", 1)[1])
-    except (binascii.Error, ValueError):
-        raise Rejected("webhook_secret is not valid base64 after whsec_", provider=provider) from None
     expected = base64.b64encode(hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
     for candidate in sigs.split():
         version, _, sig = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(sig, expected):
+        if version == "v1" and hmac.compare_digest(sig.encode(), expected.encode()):
             return msg_id
     raise Rejected("webhook signature does not match", provider=provider)
 
@@ -101,6 +118,22 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
     extra_input: dict[str, Any] = Field(default_factory=dict, description="Model-specific inputs sent as they are.")
     webhook_secret: SecretStr = Field(SecretStr(""), description="whsec_… from GET /v1/webhooks/default/secret.")
     webhook_tolerance_s: float = Field(300.0, gt=0, description="Oldest webhook timestamp accepted (replay guard).")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, v: SecretStr) -> SecretStr:
+        """Refused when saved: a set secret must be a usable key (empty = no webhooks, polling only)."""
+        if v.get_secret_value():
+            standard_webhook_key(v.get_secret_value())
+        return v
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> "ReplicateProvider":
+        if self.webhook_url and not self.webhook_secret.get_secret_value():
+            raise ValueError("webhook_url is set but webhook_secret is empty: every delivery would be refused; "
+                             "copy the secret from GET /v1/webhooks/default/secret")
+        return self
+
     requests_per_minute: int = 600  # Replicate's documented create-prediction limit
     price_per_image_usd: float = 0.0035
     # The refine capability (post-processing chain).
@@ -152,7 +185,7 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
         if force == "data_uri" or (force == "auto" and len(data) < DATA_URI_LIMIT):
             return data_uri(data, mime)
         resp = await send(self.provider_name, "POST", f"{self._root()}/v1/files",
-                          timeout_s=self.request_timeout_s, headers=self._headers(),
+                          timeout_s=self.request_timeout_s, headers=self._headers(), api_origin=self.base_url,
                           files={"content": ("input", data, mime)})
         return json_of(resp, self.provider_name)["urls"]["get"]
 
@@ -172,7 +205,7 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
         headers = self._headers()
         if self.prefer_wait_s:
             headers["Prefer"] = f"wait={self.prefer_wait_s}"
-        resp = await send(self.provider_name, "POST", url, json=body, headers=headers,
+        resp = await send(self.provider_name, "POST", url, json=body, headers=headers, api_origin=self.base_url,
                           timeout_s=self.request_timeout_s + self.prefer_wait_s)
         prediction = json_of(resp, self.provider_name)
         return prediction, prediction.get("urls", {}).get("get") or resp.headers.get("location")
@@ -193,7 +226,7 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
 
     async def _prediction(self, handle: JobHandle) -> dict[str, Any]:
         url = handle.status_url or f"{self._root()}/v1/predictions/{handle.job_id}"
-        resp = await send(self.provider_name, "GET", url, headers=self._headers(), timeout_s=self.request_timeout_s)
+        resp = await send(self.provider_name, "GET", url, headers=self._headers(), api_origin=self.base_url, timeout_s=self.request_timeout_s)
         return json_of(resp, self.provider_name)
 
     async def status(self, handle: JobHandle) -> JobStatus:
@@ -215,10 +248,9 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
     def verify_webhook(self, headers: dict[str, str], body: bytes, *, now: float | None = None) -> JobEvent:
         delivery = verify_standard_webhook(self.webhook_secret.get_secret_value(), headers, body,
                                            tolerance_s=self.webhook_tolerance_s, now=now, provider=self.provider_name)
-        try:
-            p = json.loads(body)
-        except ValueError:
-            raise Rejected("webhook body is not JSON", provider=self.provider_name) from None
+        p = json.loads(body)  # signed: a body we cannot read is the gateway's 400/422, not a forgery
+        if not isinstance(p, dict) or not isinstance(p.get("id"), str) or not p["id"]:
+            raise ValueError("a Replicate prediction object with an \"id\" was expected")
         state = _STATES.get(p.get("status", ""), JobState.running)
         return JobEvent(provider=self.provider_name, job_id=p["id"], state=state, error=p.get("error"),
                         outputs=[u for u in _outputs(p) if not u.startswith("data:")], delivery_id=delivery)

@@ -95,7 +95,7 @@ class StabilityProvider(SynchronousProvider, ImageRefiner):
         image, filename, mime = self._image(request)
         url = f"{self.base_url.rstrip('/')}/v2beta/stable-image/generate/{self.endpoint}"
         accept = "image/*" if self.accept == "image" else "application/json"
-        resp = await send(self.provider_name, "POST", url, data=fields,
+        resp = await send(self.provider_name, "POST", url, data=fields, api_origin=self.base_url,
                           files={"image": (filename, image, mime)},
                           headers={"Authorization": f"Bearer {self.token()}", "Accept": accept,
                                    "stability-client-id": "brandforge"},
@@ -123,7 +123,7 @@ class StabilityProvider(SynchronousProvider, ImageRefiner):
     # ------------------------------------------------------------------ the refine capability
 
     async def _refine(self, path: str, files: dict[str, tuple[str, bytes, str]], data: dict[str, Any]) -> bytes:
-        resp = await send(self.provider_name, "POST", f"{self.base_url.rstrip('/')}{path}", files=files,
+        resp = await send(self.provider_name, "POST", f"{self.base_url.rstrip('/')}{path}", files=files, api_origin=self.base_url,
                           data={k: str(v) for k, v in data.items()}, timeout_s=self.request_timeout_s,
                           headers={"Authorization": f"Bearer {self.token()}", "Accept": "image/*",
                                    "stability-client-id": "brandforge"})

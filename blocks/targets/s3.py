@@ -27,6 +27,10 @@ from blocks.targets.base import PublishTarget
 from models import PublishError, PublishItem, PublishReceipt
 
 LAYOUT_SLOTS = {"client", "format", "asset_key", "generation_key", "name", "recipe", "ext"}
+_KEY_SLOTS = {"asset_key", "generation_key"}
+_TRUNCATION = re.compile(r"\.[0-9]{1,2}")
+MIN_KEY_CHARS = 8
+MAX_KEY_BYTES = 1024  # S3's limit on an object key
 _RETRYABLE_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling", "ThrottlingException"}
 _HINTS = {
     "NoSuchBucket": "the bucket does not exist; check bucket_name",
@@ -35,6 +39,11 @@ _HINTS = {
     "SignatureDoesNotMatch": "the secret key is wrong; check the AwsCredentials block",
     "EntityTooLarge": "the file is larger than the bucket accepts",
 }
+
+
+def _slug(value: str, empty: str = "x") -> str:
+    """A value safe inside an S3 key segment: letters, digits, dot, dash, underscore; at most 120 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-.")[:120] or empty
 
 
 def _format_of(item: PublishItem) -> str:
@@ -74,19 +83,33 @@ class S3Target(PublishTarget):
         unknown = slots - LAYOUT_SLOTS
         if unknown:
             raise ValueError(f"key_layout uses unknown slots {sorted(unknown)}; allowed: {sorted(LAYOUT_SLOTS)}")
+        for _, name, spec, conversion in string.Formatter().parse(v):
+            if name is None:
+                continue
+            if conversion:
+                raise ValueError(f"key_layout slot {{{name}!{conversion}}}: conversions are not allowed; write {{{name}}}")
+            # The one spec allowed shortens a key (`{generation_key:.12}`): long enough to stay unique.
+            if spec and not (name in _KEY_SLOTS and _TRUNCATION.fullmatch(spec)
+                             and MIN_KEY_CHARS <= int(spec[1:]) <= 64):
+                raise ValueError(f"key_layout slot {{{name}:{spec}}}: the only format allowed is a key shortened to "
+                                 f"{MIN_KEY_CHARS}-64 characters ({{asset_key:.16}}, {{generation_key:.12}}); "
+                                 "no padding, widths or other formats")
         if not slots & {"generation_key", "asset_key", "name"}:
             raise ValueError("key_layout must contain {generation_key}, {asset_key} or {name}, or every image lands on one key")
         return v
 
     def object_key(self, item: PublishItem) -> str:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(item.name).stem).strip("-") or "image"
         key = self.key_layout.format(
-            client=item.client, format=_format_of(item), asset_key=item.source_key or item.generation_key,
-            generation_key=item.generation_key, name=slug, recipe=str(item.params.get("recipe") or "default"),
-            ext=Path(item.image_path).suffix.lstrip(".").lower() or _format_of(item),
+            client=_slug(item.client), format=_slug(_format_of(item)), asset_key=item.source_key or item.generation_key,
+            generation_key=item.generation_key, name=_slug(Path(item.name).stem, "image"),
+            recipe=_slug(str(item.params.get("recipe") or "default"), "default"),
+            ext=_slug(Path(item.image_path).suffix.lstrip(".").lower() or _format_of(item), "bin"),
         )
         folder = (self.bucket.bucket_folder or "").strip("/")
-        return f"{folder}/{key}" if folder else key
+        key = f"{folder}/{key}" if folder else key
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise PublishError(f"object key would be {len(key.encode())} bytes; S3 allows {MAX_KEY_BYTES} (shorten key_layout)")
+        return key
 
     def _url(self, key: str) -> str:
         if self.public_base_url:

@@ -263,7 +263,8 @@ async def fetch_url(url: str) -> bytes:
 class Served:
     """A uvicorn server on 127.0.0.1 in a thread; `.url`, `.stop()`; a context manager."""
 
-    def __init__(self, app: Any, port: int | None = None):
+    def __init__(self, app: Any, port: int | None = None, tls: tuple[str, str] | None = None):
+        """`tls`: (certificate file, key file) to serve https."""
         import socket
 
         if port is None:
@@ -271,9 +272,10 @@ class Served:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=1, access_log=False)
+                                timeout_graceful_shutdown=1, access_log=False,
+                                ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"fake-{port}")
 

@@ -75,12 +75,13 @@ def test_cms_hook(gateway):
 @pytest.mark.parametrize(
     "body,token,path,status,message",
     [
-        ({"uri": "x"}, "wrong", "/assets/demo", 401, "bearer token"),
-        ({"uri": "x"}, TOKEN, "/assets/ghost", 404, "unknown client 'ghost'"),
-        ({"uri": "ftp://x"}, TOKEN, "/assets/demo", 400, "uri must be an s3://"),
-        (s3_notification("catalog/a.png", bucket="other"), TOKEN, "/assets/demo", 400, "is not client 'demo'"),
-        ([1, 2], TOKEN, "/assets/demo", 400, "JSON object"),
-        ({"Records": [{"eventName": "ObjectCreated:Put"}]}, TOKEN, "/assets/demo", 400, "not an S3 event notification"),
+        ({"uri": "x"}, "wrong", "/assets/demo", 401, "missing or wrong credentials"),
+        # An unknown client gets the very answer a wrong token gets: clients cannot be enumerated.
+        ({"uri": "x"}, TOKEN, "/assets/ghost", 401, "missing or wrong credentials"),
+        ({"uri": "ftp://x"}, TOKEN, "/assets/demo", 422, "uri must be an s3://"),
+        (s3_notification("catalog/a.png", bucket="other"), TOKEN, "/assets/demo", 422, "is not client 'demo'"),
+        ([1, 2], TOKEN, "/assets/demo", 422, "JSON object"),
+        ({"Records": [{"eventName": "ObjectCreated:Put"}]}, TOKEN, "/assets/demo", 422, "expected field 's3'"),
     ],
 )
 def test_bad_notifications_are_refused_clearly(gateway, body, token, path, status, message):

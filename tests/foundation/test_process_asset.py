@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prefect.filesystems import LocalFileSystem
 
 from blocks.ledger import Ledger
 from flows.process_asset import process_asset
@@ -14,6 +15,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 def test_single_asset_by_reference(demo_profile, demo_state, monkeypatch):
     monkeypatch.chdir(demo_state)  # the default work folder is relative
+    demo_profile.source = LocalFileSystem(basepath=str(DEMO_CATALOG))  # file:// sources are read only under it
     demo_profile.save("demo", overwrite=True)
     path = DEMO_CATALOG / "ceramic-mug.webp"
     outcome = process_asset(AssetRef(client="demo", uri=path.as_uri(), name=path.name))

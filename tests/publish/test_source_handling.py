@@ -26,7 +26,7 @@ def test_move_into_the_archive_folder_keeps_sub_folders_and_is_idempotent(tmp_pa
 
 def test_tag_writes_a_hidden_sidecar(tmp_path):
     src = make_image(tmp_path / "cup.jpg")
-    handle_local_source(str(src), None, "tag", "archive/", "a" * 64, "http://127.0.0.1/?p=3")
+    handle_local_source(str(src), LocalFileSystem(basepath=str(tmp_path)), "tag", "archive/", "a" * 64, "http://127.0.0.1/?p=3")
     sidecar = json.loads((tmp_path / ".cup.jpg.brandforge.json").read_text())
     assert sidecar["generation_key"] == "a" * 64 and sidecar["published_url"] == "http://127.0.0.1/?p=3"
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []  # no temporary file left

@@ -1,0 +1,110 @@
+"""The URL guard (blocks/url_guard.py) through the real HTTP layer, against a server on 127.0.0.1
+that counts every request: every hostile form is refused, with its reason, before any connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from blocks.http import send, send_sync
+from blocks.url_guard import ALLOW_ENV, MAX_BYTES_ENV, UrlPolicy, UrlRefused, check_url
+from models import Rejected
+
+ALLOW_TESTS = UrlPolicy(allow=("127.0.0.1",))
+
+
+def hostile_forms(port: int) -> dict[str, tuple[str, str]]:
+    """The URL forms the issue probed and more (the redirect forms are tested below): form -> (url, reason part)."""
+    return {
+        "[::1]": (f"http://[::1]:{port}/", "loopback"),
+        "0x7f000001": (f"http://0x7f000001:{port}/", "non-canonical numeric"),
+        "2130706433": (f"http://2130706433:{port}/", "non-canonical numeric"),
+        "127.1": (f"http://127.1:{port}/", "non-canonical numeric"),
+        "0177.0.0.1": (f"http://0177.0.0.1:{port}/", "non-canonical numeric"),
+        "[::ffff:127.0.0.1]": (f"http://[::ffff:127.0.0.1]:{port}/", "embeds an IPv4 address"),
+        "localhost": (f"http://localhost:{port}/", "localhost"),
+        "foo.localhost": (f"http://foo.localhost:{port}/", "localhost"),
+        "127.0.0.2": (f"http://127.0.0.2:{port}/", "loopback"),
+        "0.0.0.0": (f"http://0.0.0.0:{port}/", "unspecified"),
+        "169.254.169.254": ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        "metadata.google.internal": ("http://metadata.google.internal/computeMetadata/v1/", "metadata"),
+        "[fd00:ec2::254]": ("http://[fd00:ec2::254]/latest/meta-data/", "private"),
+        "10.0.0.1": ("http://10.0.0.1/", "private"),
+        "224.0.0.1": ("http://224.0.0.1/", "multicast"),
+        "file://": ("file:///etc/passwd", "scheme 'file'"),
+        "gopher://": (f"gopher://127.0.0.1:{port}/", "scheme 'gopher'"),
+        "user@": (f"http://user:pw@127.0.0.1:{port}/", "user info"),
+        "LOCALHOST.": (f"http://LOCALHOST.:{port}/", "localhost"),
+        "[::]": (f"http://[::]:{port}/", "unspecified"),
+        "zone id": ("http://[fe80::1%25eth0]/", "zone identifiers"),
+        "100.64.0.1 (CGNAT)": ("http://100.64.0.1/", "not a public address"),
+    }
+
+
+@pytest.mark.parametrize("form", list(hostile_forms(0)))
+def test_every_hostile_form_is_refused_before_any_connection(internal, form):
+    url, reason = hostile_forms(internal.port)[form]
+    before = len(internal.hits)
+    with pytest.raises(UrlRefused, match=reason):
+        check_url(url, ALLOW_TESTS)
+    with pytest.raises(Rejected, match=reason):
+        asyncio.run(send("test", "GET", url, timeout_s=5))
+    with pytest.raises(Rejected, match=reason):
+        send_sync("test", "GET", url, timeout_s=5)
+    assert len(internal.hits) == before
+
+
+def test_the_allow_listed_spelling_is_reached_and_nothing_else(internal):
+    resp = asyncio.run(send("test", "GET", f"{internal.url}/echo", timeout_s=5))
+    assert resp.json()["host"] == f"127.0.0.1:{internal.port}"
+    with pytest.raises(UrlRefused, match="loopback"):
+        check_url(f"{internal.url}/echo", UrlPolicy())  # 127.0.0.1 itself, when not allow-listed
+
+
+def test_a_name_is_pinned_to_its_resolved_address_and_keeps_its_host_header(internal, monkeypatch):
+    policy = UrlPolicy(allow=("localhost",))
+    checked = check_url(f"http://localhost:{internal.port}/echo", policy)
+    assert checked.host == "localhost" and checked.address in ("127.0.0.1", "::1")
+    if checked.address == "127.0.0.1":  # the server listens on IPv4 only
+        monkeypatch.setenv(ALLOW_ENV, "127.0.0.1,localhost")
+        resp = send_sync("test", "GET", f"http://localhost:{internal.port}/echo", timeout_s=5)
+        assert resp.json()["host"] == f"localhost:{internal.port}"  # connected to the address, named the host
+
+
+@pytest.mark.parametrize("target", ["http://localhost:{port}/echo", "http://169.254.169.254/latest/meta-data/",
+                                    "http://[::ffff:127.0.0.1]:{port}/echo", "file:///etc/passwd"])
+def test_each_redirect_is_checked_again(internal, target):
+    target = target.format(port=internal.port)
+    before = len(internal.hits)
+    with pytest.raises(Rejected, match="refused"):
+        asyncio.run(send("test", "GET", f"{internal.url}/redirect", params={"to": target}, timeout_s=5))
+    assert [h["path"] for h in internal.hits[before:]] == ["/redirect"]  # the hop was never made
+
+
+def test_credentials_go_only_to_the_configured_api_origin(internal):
+    before = len(internal.hits)
+    with pytest.raises(Rejected, match="they go only to the configured API origin"):
+        asyncio.run(send("replicate", "GET", f"{internal.url}/echo", headers={"Authorization": "Bearer r8_secret"},
+                         api_origin="https://api.replicate.com", timeout_s=5))
+    with pytest.raises(Rejected, match="credentials"):
+        asyncio.run(send("fal", "GET", f"{internal.url}/echo", headers={"Authorization": "Key k"}, timeout_s=5))
+    assert len(internal.hits) == before
+    ok = asyncio.run(send("replicate", "GET", f"{internal.url}/echo", headers={"Authorization": "Bearer r8_secret"},
+                          api_origin=internal.url + "/v1", timeout_s=5))
+    assert ok.json()["authorization"] == "Bearer r8_secret"
+
+
+def test_answers_over_the_size_cap_are_refused(internal, monkeypatch):
+    monkeypatch.setenv(MAX_BYTES_ENV, "100000")
+    for path in ("/big", "/stream-big"):
+        with pytest.raises(Rejected, match="larger than 100,000 bytes"):
+            asyncio.run(send("test", "GET", f"{internal.url}{path}", timeout_s=10))
+
+
+def test_an_internal_error_page_is_summarised_not_copied(internal):
+    with pytest.raises(Rejected) as info:
+        asyncio.run(send("test", "GET", f"{internal.url}/forbidden", timeout_s=5))
+    reason = info.value.reason
+    assert "HTTP 403" in reason and "Forbidden" in reason and "internal-secret-token" not in reason
+    assert len(reason) < 200
