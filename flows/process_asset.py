@@ -1,5 +1,13 @@
 """process_asset: one source image through every stage, ending in one ledger row.
 
+The flow body is the DAG: profile → load → plan (route, ledger lookup,
+prompt; an asset already done is skipped) → generate (from the generation
+store when these pixels were paid for already) → post-process → gates →
+review when borderline → quarantine or publish → record. Each stage task
+returns a typed result (`LoadedAsset`, `AssetPlan`, `GenerationResult`,
+`Candidate`s, `GateDecision`, `PublishReceipt`); `tasks.ledger.ledger_entry`
+builds the ledger row from them in one place.
+
 Every stage is a retryable task. Whatever goes wrong — a corrupt file, a bad
 recipe value, a provider refusal, a publish error — ends as a recorded
 `failed: <stage>: <reason>` for this asset, never as a crashed catalog run.

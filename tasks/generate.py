@@ -288,7 +288,6 @@ async def run_generation(
         await ensure_provider_limits(provider)
     timings["limits_setup_s"] = round(time.monotonic() - started, 4)
     name = provider.provider_name
-    hold = job_slot(provider, lease_s=JOB_LEASE_S, counters=timings) if use_limits else _nothing()
     submitted = time.monotonic()
     have_rate_slot = False
 
@@ -309,6 +308,10 @@ async def run_generation(
     if account is not None and (open_job := account.resumable(key)):
         journal_id, inflight[key] = open_job
         logger.info("%s job %s resumed from the ledger's journal", name, open_job[1].job_id)
+    # A job resumed from the journal takes no job slot: it is in flight at the provider already, and
+    # the slot it was counted under is its dead run's lease, which expires on its own (a rerun after
+    # a crash must not queue behind its own jobs; issue 11 measured 6 minutes of that).
+    hold = job_slot(provider, lease_s=JOB_LEASE_S, counters=timings) if use_limits and journal_id is None else _nothing()
     price = provider.price_per_image_usd * request.batch_size
 
     if use_limits and inflight.get(key) is None:
