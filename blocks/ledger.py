@@ -141,13 +141,14 @@ class JobRecord:
     cost_usd: Decimal
     state: str
     handle: JobHandle | None
+    flow_run_id: str | None = None
 
 
 def _to_job(row) -> JobRecord:
     return JobRecord(
         id=row.id, client=row.client, provider=row.provider, job_id=row.job_id, request_key=row.request_key,
         generation_key=row.generation_key, cost_usd=row.cost_usd, state=row.state,
-        handle=JobHandle.model_validate(row.handle) if row.handle else None,
+        handle=JobHandle.model_validate(row.handle) if row.handle else None, flow_run_id=row.flow_run_id,
     )
 
 

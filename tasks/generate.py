@@ -40,7 +40,7 @@ from typing import AsyncIterator, Awaitable, Callable, TypeVar
 from PIL import Image
 from prefect import task
 
-from blocks.ledger import Ledger
+from blocks.ledger import JobRecord, Ledger
 from blocks.providers.base import ImageProvider
 from models import (
     GENERATION_COMPLETED_EVENT,
@@ -55,6 +55,7 @@ from models import (
     Transient,
     stable_hash,
 )
+from tasks.abandoned_runs import crash_abandoned_run
 from tasks.generation_store import GenerationStore
 from tasks.provider_limits import JOB_LEASE_S, SubmitPacer, ensure_provider_limits, job_slot, take_submit_slot
 from tasks.retry import retry_transient_only
@@ -84,9 +85,9 @@ class JobAccount:
     monthly_budget_usd: float | None = None
     flow_run_id: str | None = None
 
-    def resumable(self, key: str) -> tuple[int, JobHandle] | None:
+    def resumable(self, key: str) -> JobRecord | None:
         job = self.ledger.open_job(self.client, key)
-        return (job.id, job.handle) if job and job.handle else None
+        return job if job and job.handle else None
 
     def reserve(self, provider: ImageProvider, key: str, amount: float) -> int:
         """Hold the job's price (BudgetExceeded when the run or the month cannot afford it)."""
@@ -306,8 +307,10 @@ async def run_generation(
     inflight: dict[str, JobHandle] = {} if account is not None else _IN_FLIGHT
     journal_id: int | None = None
     if account is not None and (open_job := account.resumable(key)):
-        journal_id, inflight[key] = open_job
-        logger.info("%s job %s resumed from the ledger's journal", name, open_job[1].job_id)
+        journal_id, inflight[key] = open_job.id, open_job.handle  # type: ignore[assignment]
+        logger.info("%s job %s resumed from the ledger's journal", name, open_job.job_id)
+        if open_job.flow_run_id != account.flow_run_id:
+            await crash_abandoned_run(open_job.flow_run_id, account.flow_run_id)
     # A job resumed from the journal takes no job slot: it is in flight at the provider already, and
     # the slot it was counted under is its dead run's lease, which expires on its own (a rerun after
     # a crash must not queue behind its own jobs; issue 11 measured 6 minutes of that).

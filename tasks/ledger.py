@@ -1,4 +1,4 @@
-"""Ledger tasks: look up what is already done, assemble each asset's row, and record how it ended.
+"""Ledger tasks: assemble each asset's row and record how it ended (`tasks.prompt.plan_asset` looks up what is done).
 
 `ledger_entry` is the one place an asset's ledger row is built: from the typed
 results its stages returned (loaded source, plan, generation, candidates, gate
@@ -27,11 +27,6 @@ from models import (
 
 if TYPE_CHECKING:
     from tasks.gates.decide import GateDecision
-
-
-@task(name="check-ledger")
-def find_finished(ledger: Ledger, client: str, source_key: str, recipe_key: str) -> LedgerEntry | None:
-    return ledger.finished(client, source_key, recipe_key)
 
 
 def ledger_entry(

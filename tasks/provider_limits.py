@@ -207,8 +207,12 @@ class JobSlotPool:
     p50 ≈ 2 s. So the process takes slots from the server in batches (one lease
     per batch, `occupy=n`), hands them out locally, and gives a lease back as
     soon as the process no longer needs it (nothing running, or more than a
-    batch to spare), so other workers get their share. Leases are renewed while
-    held; if this worker dies they expire and the server frees the slots.
+    batch to spare), so other workers get their share. Leases are short
+    (JOB_LEASE_S) and renewed while a job is held (`keep_alive`); if this worker
+    dies they expire and the server's repossessor frees the slots a minute or so
+    later. (Prefect's ephemeral and test-harness servers do not run the
+    repossessor: there a dead run's slots stay taken, which is why a job resumed
+    from the journal takes no slot; see tasks/generate.py.)
     """
 
     _by_name: dict[str, "JobSlotPool"] = {}

@@ -12,6 +12,7 @@ Small N here; `bench/generation_cache.py` runs the phases at full size.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -24,12 +25,11 @@ import pytest
 
 from blocks.ledger import Ledger
 from blocks.providers.replicate import ReplicateProvider
-from flows.catalog_refresh import catalog_refresh
 from models import StepSpec
 from tests.conftest import ROOT
 from tests.fakes import replicate as fake_replicate
 from tests.fakes.base import Knobs, serve
-from tests.foundation.test_ledger_catalog import crops
+from tests.foundation.test_ledger_catalog import crops, refresh
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -37,11 +37,6 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 def replicate_block(fake, tmp_path: Path, **kw) -> ReplicateProvider:
     return ReplicateProvider(base_url=fake.url, api_key=fake_replicate.TOKEN, request_timeout_s=5.0,
                              job_dir=str(tmp_path / "jobs"), price_per_image_usd=0.01, requests_per_minute=6000, **kw)
-
-
-def refresh(profile, catalog: Path, state: Path):
-    profile.save(profile.client_id, overwrite=True)
-    return catalog_refresh(client=profile.client_id, source=str(catalog), work_dir=str(state / "work"))
 
 
 def with_chain_param(profile, step: str, **params):
@@ -116,20 +111,39 @@ def test_killed_run_resumes_its_jobs_instead_of_paying_again(demo_profile, demo_
         profile.save("demo", overwrite=True)
         script = CATALOG_SCRIPT.format(root=str(ROOT), catalog=str(catalog), work=str(demo_state / "work"))
         env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "BRANDFORGE_MAX_PARALLEL": str(n)}
-        proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=str(tmp_path),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = tmp_path / "killed-run.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=str(tmp_path), stdout=out, stderr=out)
         try:
             deadline = time.monotonic() + 120
             while fake.stats["accepted"] < n and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.1)
-            assert fake.stats["accepted"] == n, fake.stats
+            assert fake.stats["accepted"] == n, (fake.stats, log.read_text()[-3000:])
         finally:
-            os.kill(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
         ledger = Ledger(url=profile.ledger.url)
         assert len([j for j in ledger.jobs("demo") if j.state == "submitted"]) == n  # on record before the wait
+        killed_runs = {j.flow_run_id for j in ledger.jobs("demo")}
 
         rerun = refresh(profile, catalog, demo_state)
         assert rerun.counts == {"published": n}, [o.label for o in rerun.outcomes]
         assert fake.stats["accepted"] == n  # each asset's job paid once, over the killed run and its rerun
         assert {j.state for j in ledger.jobs("demo")} == {"succeeded"}
+    # The killed process's asset runs and its catalog run are not left "Running" forever.
+    assert asyncio.run(flow_run_states(killed_runs)) == {"CRASHED"}
+
+
+async def flow_run_states(run_ids) -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    states = set()
+    async with get_client() as client:
+        for run_id in run_ids:
+            run = await client.read_flow_run(run_id)
+            states.add(run.state.type.value)
+            parent = await client.read_task_run(run.parent_task_run_id) if run.parent_task_run_id else None
+            if parent is not None:
+                states.add((await client.read_flow_run(parent.flow_run_id)).state.type.value)
+    return states
