@@ -554,6 +554,7 @@ class AssetOutcome(BaseModel):
     recipe: str | None = None
     recipe_key: str | None = None
     generation_key: str | None = None
+    output_key: str | None = None
     output_uris: list[str] = Field(default_factory=list)
     published_url: str | None = None
     scores: dict[str, Any] = Field(default_factory=dict)

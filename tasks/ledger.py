@@ -77,7 +77,7 @@ def asset_outcome(asset: AssetRef, row: LedgerEntry, *, seconds: float, skipped:
     return AssetOutcome(
         client=asset.client, source_uri=asset.uri, name=asset.name, state="skipped" if skipped else row.state,  # type: ignore[arg-type]
         reason=f"already {row.state}" if skipped else row.reason, source_key=row.source_key, recipe=row.recipe, recipe_key=row.recipe_key,
-        generation_key=row.generation_key, output_uris=row.output_uris, published_url=row.published_url,
+        generation_key=row.generation_key, output_key=row.output_key, output_uris=row.output_uris, published_url=row.published_url,
         scores=row.scores, cost_usd=0.0 if skipped else float(row.cost_usd), seconds=seconds,
     )
 
