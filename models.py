@@ -315,6 +315,8 @@ class GenerationResult(BaseModel):
     seed: int | None = None
     cost_usd: float = 0.0
     seconds: float = 0.0
+    generation_key: str | None = Field(None, description="The content address the raw images are stored under.")
+    from_store: bool = Field(False, description="Taken from the generation store: no provider call, nothing paid now.")
 
 
 # --------------------------------------------------------------------------- provider protocol types
@@ -536,6 +538,8 @@ class PublishItem(BaseModel):
     client: str
     name: str
     generation_key: str
+    output_key: str | None = Field(
+        None, description="The published output's key (generation + post-processing); unset = the generation key.")
     image_path: str
     source_uri: str
     source_key: str | None = None
@@ -546,6 +550,11 @@ class PublishItem(BaseModel):
     scores: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     extra_outputs: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def publish_key(self) -> str:
+        """What targets deduplicate on: one publish per output, never a second post for the same one."""
+        return self.output_key or self.generation_key
 
 
 class PublishReceipt(BaseModel):
@@ -572,6 +581,7 @@ class AssetOutcome(BaseModel):
     recipe: str | None = None
     recipe_key: str | None = None
     generation_key: str | None = None
+    output_key: str | None = None
     output_uris: list[str] = Field(default_factory=list)
     published_url: str | None = None
     scores: dict[str, Any] = Field(default_factory=dict)
@@ -595,6 +605,7 @@ class LedgerEntry(BaseModel):
     recipe: str | None = None
     recipe_key: str | None = None
     generation_key: str | None = None
+    output_key: str | None = None
     provider: str | None = None
     model: str | None = None
     job_ids: list[str] = Field(default_factory=list)
@@ -637,6 +648,26 @@ class LedgerEntry(BaseModel):
         if self.state not in ("published", "quarantined", "failed"):
             raise ValueError(f"state must be one of published, quarantined, failed (got {self.state!r})")
         return self
+
+
+class AssetPlan(BaseModel):
+    """The route and prompt stages' answer for one loaded asset.
+
+    Either the final decision already taken for these source bytes and this recipe
+    (`done`: nothing to redo), or the request to generate and its keys: the generation
+    key (what decides the provider's pixels; the generation store's address) and the
+    output key (that generation through this recipe's post-processing and gates; what
+    targets and the ledger deduplicate publishes on)."""
+
+    recipe: Recipe
+    recipe_key: str
+    provider: str
+    model: str | None = None
+    done: LedgerEntry | None = None
+    request: GenerationRequest | None = None
+    generation_key: str | None = None
+    output_key: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="The parameters as the ledger and the outputs record them.")
 
 
 class CatalogSummary(BaseModel):

@@ -81,17 +81,16 @@ def _plain_loop(catalog: Path, state: Path, profile, storage) -> dict:
     from tasks.generate import generate_images
     from tasks.load import list_local, load_asset
     from tasks.postprocess.chain import ChainContext, postprocess_candidate
-    from tasks.prompt import build_request
+    from tasks.prompt import plan_asset
     from tasks.publish import publish_item
-    from tasks.route import route_asset
 
     counts: dict[str, int] = {}
     t1 = time.monotonic()
     for name in list_local(catalog):
         ref = AssetRef(client="bench", uri=(catalog / name).as_uri(), name=name)
         asset = load_asset.fn(ref, storage, str(state / "work"))
-        recipe, rkey = route_asset.fn(asset, profile)
-        request, gkey = build_request.fn(asset, recipe, rkey, profile)
+        plan = plan_asset.fn(asset, profile)
+        recipe, rkey, request, gkey = plan.recipe, plan.recipe_key, plan.request, plan.generation_key
         out_dir = state / "work" / "bench" / asset.source_key[:16] / gkey[:16]
         result = asyncio.run(generate_images.fn(request, profile.provider, str(out_dir)))
         ctx = ChainContext(seed=request.seed, palette=tuple(profile.palette), logo_path=profile.logo_path,

@@ -144,13 +144,14 @@ class JobRecord:
     cost_usd: Decimal
     state: str
     handle: JobHandle | None
+    flow_run_id: str | None = None
 
 
 def _to_job(row) -> JobRecord:
     return JobRecord(
         id=row.id, client=row.client, provider=row.provider, job_id=row.job_id, request_key=row.request_key,
         generation_key=row.generation_key, cost_usd=row.cost_usd, state=row.state,
-        handle=JobHandle.model_validate(row.handle) if row.handle else None,
+        handle=JobHandle.model_validate(row.handle) if row.handle else None, flow_run_id=row.flow_run_id,
     )
 
 
@@ -227,15 +228,17 @@ class Ledger(Block):
         t = ledger_table.c
         return self._latest(t.client == client, t.source_key == source_key, t.recipe_key == recipe_key, t.state.in_(DONE_STATES))
 
-    def published_for_generation(self, client: str, target_key: str, generation_key: str) -> LedgerEntry | None:
-        """This client's publish of this generation to this very target instance, if any.
+    def published_for_generation(self, client: str, target_key: str, key: str) -> LedgerEntry | None:
+        """This client's publish of this output (its output key) or generation (its generation key) to this
+        very target instance, if any. Rows written before output keys existed have none: their
+        generation key was the published output's identity.
 
         All three must match: another client's publish (even of identical bytes and recipe)
         or another target (another bucket, site or gallery) is never reused as a receipt.
         """
         t = ledger_table.c
-        return self._latest(t.client == client, t.target_key == target_key, t.generation_key == generation_key,
-                            t.state == "published")
+        return self._latest(t.client == client, t.target_key == target_key,
+                            or_(t.output_key == key, t.generation_key == key), t.state == "published")
     def regeneration_notes(self, client: str, source_key: str, recipe_key: str) -> list[str]:
         """Reviewers' notes of every 'regenerate' answer for these bytes and this recipe, oldest first."""
         t = ledger_table.c

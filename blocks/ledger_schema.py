@@ -99,6 +99,7 @@ ledger_table = Table(
     Column("recipe", String(128)),
     Column("recipe_key", String(64)),
     Column("generation_key", String(64), index=True),
+    Column("output_key", String(64), index=True),
     Column("provider", String(64)),
     Column("model", String(256)),
     Column("job_ids", JSON),

@@ -1,5 +1,13 @@
 """process_asset: one source image through every stage, ending in one ledger row.
 
+The flow body is the DAG: profile → load → plan (route, ledger lookup,
+prompt; an asset already done is skipped) → generate (from the generation
+store when these pixels were paid for already) → post-process → gates →
+review when borderline → quarantine or publish → record. Each stage task
+returns a typed result (`LoadedAsset`, `AssetPlan`, `GenerationResult`,
+`Candidate`s, `GateDecision`, `PublishReceipt`); `tasks.ledger.ledger_entry`
+builds the ledger row from them in one place.
+
 Every stage is a retryable task. Whatever goes wrong — a corrupt file, a bad
 recipe value, a provider refusal, a publish error — ends as a recorded
 `failed: <stage>: <reason>` for this asset, never as a crashed catalog run.
@@ -24,26 +32,28 @@ from blocks.client_profile import ClientProfile
 from blocks.ledger import BudgetExceeded, Ledger
 from models import (
     AssetOutcome,
+    AssetPlan,
     AssetRef,
     BrandforgeError,
     Candidate,
     GateThresholds,
     InvalidInput,
     LedgerEntry,
+    LoadedAsset,
     PublishItem,
     describe_validation_error,
 )
+from tasks.archive import handle_source
 from tasks.gates.decide import GateDecision, GateReview, apply_review, quarantine_candidates, score_candidates
 from tasks.generate import JobAccount, generate_images
-from tasks.ledger import find_finished, record_outcome
+from tasks.generation_store import GenerationStore
+from tasks.ledger import asset_outcome, ledger_entry, record_outcome
 from tasks.load import load_asset
-from tasks.postprocess.chain import ChainContext, postprocess_candidate
+from tasks.postprocess.chain import ChainContext, postprocess_candidates
 from tasks.postprocess.encode import CONTENT_TYPE
 from tasks.profiles import load_profile
-from tasks.archive import handle_source
-from tasks.prompt import build_request
+from tasks.prompt import plan_asset
 from tasks.publish import publish_item
-from tasks.route import route_asset
 
 
 class StageFailed(Exception):
@@ -83,6 +93,44 @@ def wait_for_review(decision: GateDecision, gates: GateThresholds) -> GateReview
         return None
 
 
+def checked_profile(asset: AssetRef, profile: ClientProfile | None) -> ClientProfile:
+    """The client's profile (loaded by name when not given), refused for another client's asset."""
+    profile = profile or load_profile(asset.client)
+    if profile.client_id != asset.client:
+        raise InvalidInput(f"asset of client {asset.client!r} cannot run with the profile of another client")
+    return profile
+
+
+def chain_context(loaded: LoadedAsset, plan: AssetPlan, profile: ClientProfile) -> ChainContext:
+    """What the post-processing steps need, and the provenance every output embeds."""
+    return ChainContext(
+        seed=plan.request.seed or 0, client=loaded.client, palette=tuple(profile.palette),  # type: ignore[union-attr]
+        logo_path=profile.logo_path, source_path=loaded.path, output_format=plan.recipe.output_format,
+        metadata={**plan.params, "generation_key": plan.generation_key, "source_key": loaded.source_key,
+                  "provider": plan.provider, "model": plan.model, "client": loaded.client},
+        refiner=profile.refiner, c2pa_signer=profile.c2pa_signer,
+    )
+
+
+def job_account(asset: AssetRef, plan: AssetPlan, profile: ClientProfile, run_key: str | None) -> JobAccount:
+    """Every job is journalled (and its price reserved against the budgets) in the client's ledger."""
+    return JobAccount(
+        ledger=profile.ledger, client=asset.client, run_key=run_key, generation_key=plan.generation_key,
+        source_uri=asset.uri, run_budget_usd=profile.run_budget_usd, monthly_budget_usd=profile.monthly_budget_usd,
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+    )
+
+
+def publish_item_for(asset: AssetRef, loaded: LoadedAsset, plan: AssetPlan, best: Candidate) -> PublishItem:
+    return PublishItem(
+        client=asset.client, name=asset.name, generation_key=plan.generation_key, output_key=plan.output_key,  # type: ignore[arg-type]
+        image_path=best.path, source_uri=asset.uri, source_key=loaded.source_key, source_path=loaded.path,
+        title=Path(asset.name).stem, alt_text=plan.request.prompt,  # type: ignore[union-attr]
+        content_type=CONTENT_TYPE[Path(best.path).suffix.lstrip(".").replace("jpg", "jpeg")],
+        scores={s.gate: s.score for s in best.scores}, params=plan.params, extra_outputs=best.extra_outputs,
+    )
+
+
 @flow(name="process-asset", flow_run_name="{asset.client}/{asset.name}", log_prints=False)
 def process_asset(
     asset: AssetRef,
@@ -99,103 +147,59 @@ def process_asset(
     logger = get_run_logger()
     started = time.monotonic()
     timings: dict[str, float] = {}
-    row = LedgerEntry(client=asset.client, source_uri=asset.uri, state="failed")
-    ledger = profile.ledger if profile else Ledger()
     storage: LocalFileSystem | S3Bucket | None = LocalFileSystem(basepath=source_folder) if source_folder else None
+    loaded = plan = generation = candidates = decision = quarantined = receipt = failure = None
     try:
         with stage("profile", timings):
-            profile = profile or load_profile(asset.client)
-            ledger = profile.ledger
-            if profile.client_id != asset.client:
-                raise InvalidInput(f"asset of client {asset.client!r} cannot run with the profile of another client")
+            profile = checked_profile(asset, profile)
         with stage("load", timings):
             loaded = load_asset(asset, storage or profile.source, work_dir)
-            row.source_key = loaded.source_key
         with stage("route", timings):
-            recipe, recipe_key = route_asset(loaded, profile)
-            row.recipe, row.recipe_key = recipe.name, recipe_key
-            done = find_finished(ledger, asset.client, loaded.source_key, recipe_key)
-        if done:
-            logger.info("%s already %s for these bytes and this recipe; nothing to do", asset.name, done.state)
-            if done.state == "published" and profile.source_handling != "leave":  # a crash after the row may have left it undone
-                handle_source(asset, storage or profile.source, profile.source_handling, profile.archive_prefix,
-                              done.generation_key or "", done.published_url, return_state=True)
-            return AssetOutcome(
-                client=asset.client, source_uri=asset.uri, name=asset.name, state="skipped",
-                reason=f"already {done.state}", source_key=loaded.source_key, recipe=recipe.name, recipe_key=recipe_key,
-                generation_key=done.generation_key, output_uris=done.output_uris, published_url=done.published_url,
-                scores=done.scores, seconds=round(time.monotonic() - started, 3),
-            )
-        with stage("prompt", timings):
-            review_notes = ledger.regeneration_notes(asset.client, loaded.source_key, recipe_key)
-            request, generation_key = build_request(loaded, recipe, recipe_key, profile, review_notes)
-            row.generation_key, row.seed = generation_key, request.seed
-            row.params = {**request.model_dump(exclude={"source_image"}), "recipe": recipe.name, "style": recipe.style or profile.default_style}
-            row.provider, row.model = profile.provider.provider_name, profile.provider.model
-        out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / generation_key[:16]
+            plan = plan_asset(loaded, profile)
+        if plan.done:
+            logger.info("%s already %s for these bytes and this recipe; nothing to do", asset.name, plan.done.state)
+            if plan.done.state == "published":  # a crash after the row may have left the source undone
+                settle_source(asset, storage, profile, plan.done)
+            return asset_outcome(asset, plan.done, seconds=round(time.monotonic() - started, 3), skipped=True)
+        # Final outputs by output key: a changed chain writes beside, never over, the earlier outputs.
+        out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / plan.output_key[:16]  # type: ignore[index]
         with stage("generate", timings):
-            # Every job is journalled (and its price reserved against the budgets) in the client's ledger.
-            account = JobAccount(
-                ledger=ledger, client=asset.client, run_key=run_key, generation_key=generation_key, source_uri=asset.uri,
-                run_budget_usd=profile.run_budget_usd, monthly_budget_usd=profile.monthly_budget_usd,
-                flow_run_id=str(flow_run.id) if flow_run.id else None,
-            )
-            # Async tasks (provider and target I/O) run on Prefect's event loop via submit().
-            result = generate_images.submit(request, profile.provider, str(out_dir), account=account).result()
-            row.job_ids, row.cost_usd = result.job_ids, result.cost_usd
+            # From the generation store when these pixels were paid for already; async on Prefect's loop.
+            generation = generate_images.submit(
+                plan.request, profile.provider, str(out_dir), account=job_account(asset, plan, profile, run_key),
+                store_dir=str(GenerationStore.for_client(work_dir, asset.client).root), generation_key=plan.generation_key,
+            ).result()
         with stage("postprocess", timings):
-            ctx = ChainContext(
-                seed=request.seed or 0, client=asset.client, palette=tuple(profile.palette), logo_path=profile.logo_path,
-                source_path=loaded.path, output_format=recipe.output_format,
-                metadata={**row.params, "generation_key": generation_key, "source_key": loaded.source_key,
-                          "provider": row.provider, "model": row.model, "client": asset.client},
-                refiner=profile.refiner, c2pa_signer=profile.c2pa_signer,
-            )
-            candidates = []
-            for i, raw in enumerate(result.images):
-                # One file per format: the main one, plus extras (e.g. other aspect ratios) by label.
-                final = postprocess_candidate(raw, recipe.chain, ctx, str(out_dir / f"final-{i}"))
-                candidates.append(Candidate(index=i, raw_path=raw, path=final.path, extra_outputs=final.extra_outputs))
-            row.output_uris = [c.path for c in candidates]
+            candidates = postprocess_candidates(generation.images, plan.recipe.chain, chain_context(loaded, plan, profile),
+                                                str(out_dir))
         with stage("gates", timings):
-            decision = score_candidates(candidates, profile, recipe, loaded.path, asset.uri)
+            decision = score_candidates(candidates, profile, plan.recipe, loaded.path, asset.uri)
         if decision.outcome == "review":
             logger.info("%s: %s; waiting for a review in the Prefect UI", asset.name, decision.reason)
             decision = apply_review(decision, wait_for_review(decision, profile.gates), profile.gates)
-        row.scores = decision.ledger_scores()
         if decision.outcome == "quarantine":
             with stage("quarantine", timings):
                 # Kept, not deleted: the variants and their scores go where a person can look.
-                row.output_uris = quarantine_candidates(decision, Path(work_dir).parent / "quarantine" / out_dir.relative_to(work_dir))
-            row.state, row.reason = "quarantined", decision.reason
-        elif decision.outcome == "regenerate":
-            row.state, row.reason = "failed", decision.reason  # `failed` is not final: the next run tries again
-        else:
-            best = decision.chosen
-            row.phash = decision.phashes.get(best.index)
+                quarantined = quarantine_candidates(decision, Path(work_dir).parent / "quarantine" / out_dir.relative_to(work_dir))
+        elif decision.outcome == "publish":
             with stage("publish", timings):
-                item = PublishItem(
-                    client=asset.client, name=asset.name, generation_key=generation_key, image_path=best.path,
-                    source_uri=asset.uri, source_key=loaded.source_key, source_path=loaded.path, title=Path(asset.name).stem,
-                    alt_text=request.prompt, content_type=CONTENT_TYPE[Path(best.path).suffix.lstrip(".").replace("jpg", "jpeg")],
-                    scores={s.gate: s.score for s in best.scores}, params=row.params, extra_outputs=best.extra_outputs,
-                )
-                receipt = publish_item.submit(item, profile.target, ledger).result()
-                row.state, row.target, row.target_key = "published", receipt.target, profile.target.target_key
-                row.published_url, row.remote_ids = receipt.url, receipt.remote_ids
+                item = publish_item_for(asset, loaded, plan, decision.chosen)  # type: ignore[arg-type]
+                receipt = publish_item.submit(item, profile.target, profile.ledger).result()
     except StageFailed as exc:
         logger.warning("%s failed at %s: %s", asset.name, exc.stage, exc.reason)
-        row.state, row.reason = "failed", f"{exc.stage}: {exc.reason}"
-    row.timings = {**timings, "total": round(time.monotonic() - started, 4)}
-    record_outcome(ledger, row)
-    if row.state == "published" and profile is not None and profile.source_handling != "leave":
-        # Only now, with the publish on record; a failure here is logged, the publish stands.
+        failure = f"{exc.stage}: {exc.reason}"
+    timings["total"] = round(time.monotonic() - started, 4)
+    row = ledger_entry(asset, loaded=loaded, plan=plan, generation=generation, candidates=candidates, decision=decision,
+                       quarantined=quarantined, receipt=receipt, failure=failure, timings=timings,
+                       target_key=profile.target.target_key if receipt is not None else None)
+    record_outcome(profile.ledger if isinstance(profile, ClientProfile) else Ledger(), row)
+    if row.state == "published":
+        settle_source(asset, storage, profile, row)  # only now, with the publish on record
+    return asset_outcome(asset, row, seconds=timings["total"])
+
+
+def settle_source(asset: AssetRef, storage: LocalFileSystem | S3Bucket | None, profile: ClientProfile, row: LedgerEntry) -> None:
+    """Archive or delete a published source as the profile says; a failure here is logged, the publish stands."""
+    if profile.source_handling != "leave":
         handle_source(asset, storage or profile.source, profile.source_handling, profile.archive_prefix,
                       row.generation_key or "", row.published_url, return_state=True)
-    return AssetOutcome(
-        client=asset.client, source_uri=asset.uri, name=asset.name, state=row.state,  # type: ignore[arg-type]
-        reason=row.reason, source_key=row.source_key, recipe=row.recipe, recipe_key=row.recipe_key,
-        generation_key=row.generation_key, output_uris=row.output_uris, published_url=row.published_url,
-        scores=row.scores, cost_usd=row.cost_usd, seconds=row.timings["total"],
-    )
-

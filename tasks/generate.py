@@ -40,7 +40,7 @@ from typing import AsyncIterator, Awaitable, Callable, TypeVar
 from PIL import Image
 from prefect import task
 
-from blocks.ledger import Ledger
+from blocks.ledger import JobRecord, Ledger
 from blocks.providers.base import ImageProvider
 from models import (
     GENERATION_COMPLETED_EVENT,
@@ -55,7 +55,9 @@ from models import (
     Transient,
     stable_hash,
 )
-from tasks.provider_limits import SubmitPacer, ensure_provider_limits, job_slot, take_submit_slot
+from tasks.abandoned_runs import crash_abandoned_run
+from tasks.generation_store import GenerationStore
+from tasks.provider_limits import JOB_LEASE_S, SubmitPacer, ensure_provider_limits, job_slot, take_submit_slot
 from tasks.retry import retry_transient_only
 
 logger = logging.getLogger("brandforge.generate")
@@ -83,9 +85,9 @@ class JobAccount:
     monthly_budget_usd: float | None = None
     flow_run_id: str | None = None
 
-    def resumable(self, key: str) -> tuple[int, JobHandle] | None:
+    def resumable(self, key: str) -> JobRecord | None:
         job = self.ledger.open_job(self.client, key)
-        return (job.id, job.handle) if job and job.handle else None
+        return job if job and job.handle else None
 
     def reserve(self, provider: ImageProvider, key: str, amount: float) -> int:
         """Hold the job's price (BudgetExceeded when the run or the month cannot afford it)."""
@@ -275,12 +277,14 @@ async def run_generation(
     use_limits: bool = True,
     pace: bool = True,
     account: JobAccount | None = None,
+    keep: Callable[[JobHandle, list[Image.Image]], object] | None = None,
 ) -> tuple[JobHandle, list[Image.Image], dict[str, float]]:
     """Submit (or resume), wait and download one job: the task's body, callable from benchmarks.
 
     With an `account`, the job is journalled in its ledger (reserved, accepted, finished) and an
     accepted job of the same request is resumed from there; without one (benchmarks of a provider
-    alone), only this process remembers it."""
+    alone), only this process remembers it. `keep(handle, images)` stores the outputs before the
+    job is marked finished, so no crash leaves a finished job whose images are nowhere."""
     started = time.monotonic()
     provider.check_request(request)
     key = request_key(provider, request)
@@ -290,7 +294,6 @@ async def run_generation(
         await ensure_provider_limits(provider)
     timings["limits_setup_s"] = round(time.monotonic() - started, 4)
     name = provider.provider_name
-    hold = job_slot(provider, lease_s=max(300.0, deadline_s * 2 + 120), counters=timings) if use_limits else _nothing()
     submitted = time.monotonic()
     have_rate_slot = False
 
@@ -309,8 +312,14 @@ async def run_generation(
     inflight: dict[str, JobHandle] = {} if account is not None else _IN_FLIGHT
     journal_id: int | None = None
     if account is not None and (open_job := account.resumable(key)):
-        journal_id, inflight[key] = open_job
-        logger.info("%s job %s resumed from the ledger's journal", name, open_job[1].job_id)
+        journal_id, inflight[key] = open_job.id, open_job.handle  # type: ignore[assignment]
+        logger.info("%s job %s resumed from the ledger's journal", name, open_job.job_id)
+        if open_job.flow_run_id != account.flow_run_id:
+            await crash_abandoned_run(open_job.flow_run_id, account.flow_run_id)
+    # A job resumed from the journal takes no job slot: it is in flight at the provider already, and
+    # the slot it was counted under is its dead run's lease, which expires on its own (a rerun after
+    # a crash must not queue behind its own jobs; issue 11 measured 6 minutes of that).
+    hold = job_slot(provider, lease_s=JOB_LEASE_S, counters=timings) if use_limits and journal_id is None else _nothing()
     price = provider.price_per_image_usd * request.batch_size
 
     if use_limits and inflight.get(key) is None:
@@ -366,6 +375,8 @@ async def run_generation(
                 if not synchronous or round_ == attempts - 1:
                     raise
                 logger.info("%s job %s gave unusable output; asking again", name, handle.job_id)
+        if keep is not None:
+            keep(handle, images)
         inflight.pop(key, None)
         if journal_id is not None:
             account.ledger.job_finished(journal_id, succeeded=True)
@@ -396,20 +407,38 @@ async def generate_images(
     poll_every: float = 5.0,
     deadline_s: float = 120.0,
     account: JobAccount | None = None,
+    store_dir: str | None = None,
+    generation_key: str | None = None,
 ) -> GenerationResult:
-    """Run one generation (journalled in `account`'s ledger) and write its images as PNGs under `out_dir`."""
+    """Run one generation (journalled in `account`'s ledger) and write its images as PNGs.
+
+    With a `store_dir` and a `generation_key`, the images live in that generation store: a
+    generation already there is returned at once (no provider call, $0), a new one is stored
+    before its job is marked finished. Without, they are written under `out_dir`."""
     started = time.monotonic()
-    handle, images, _ = await run_generation(request, provider, poll_every=poll_every, deadline_s=deadline_s,
-                                             account=account)
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, img in enumerate(images):
-        path = folder / f"raw-{i}.png"
-        img.save(path, format="PNG")
-        paths.append(str(path.resolve()))
+    store = GenerationStore(store_dir) if store_dir and generation_key else None
+    if store is not None and (stored := store.get(generation_key)) is not None:  # type: ignore[arg-type]
+        logger.info("generation %s taken from the store: no provider call", generation_key[:12])  # type: ignore[index]
+        return stored
+    paths: list[str] = []
+    price = provider.price_per_image_usd
+
+    def keep(handle: JobHandle, images: list[Image.Image]) -> None:
+        if store is not None:
+            paths[:] = store.put(generation_key, images, provider=provider.provider_name, model=provider.model,  # type: ignore[arg-type]
+                                 job_ids=[handle.job_id], cost_usd=round(price * len(images), 6), seed=request.seed)
+            return
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images):
+            path = folder / f"raw-{i}.png"
+            img.save(path, format="PNG")
+            paths.append(str(path.resolve()))
+
+    handle, _, _ = await run_generation(request, provider, poll_every=poll_every, deadline_s=deadline_s,
+                                        account=account, keep=keep)
     return GenerationResult(
         images=paths, provider=provider.provider_name, model=provider.model, job_ids=[handle.job_id],
-        seed=request.seed, cost_usd=round(provider.price_per_image_usd * len(paths), 6),
+        seed=request.seed, cost_usd=round(price * len(paths), 6), generation_key=generation_key,
         seconds=round(time.monotonic() - started, 3),
     )

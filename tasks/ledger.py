@@ -1,18 +1,85 @@
-"""Ledger tasks: look up what is already done, and record how each asset ended."""
+"""Ledger tasks: assemble each asset's row and record how it ended (`tasks.prompt.plan_asset` looks up what is done).
+
+`ledger_entry` is the one place an asset's ledger row is built: from the typed
+results its stages returned (loaded source, plan, generation, candidates, gate
+decision, publish receipt) and the failure that stopped it, if any.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from prefect import task
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from blocks.ledger import Ledger
-from models import AssetOutcome, AssetRef, LedgerEntry
+from models import (
+    AssetOutcome,
+    AssetPlan,
+    AssetRef,
+    Candidate,
+    GenerationResult,
+    LedgerEntry,
+    LoadedAsset,
+    PublishReceipt,
+)
+
+if TYPE_CHECKING:
+    from tasks.gates.decide import GateDecision
 
 
-@task(name="check-ledger")
-def find_finished(ledger: Ledger, client: str, source_key: str, recipe_key: str) -> LedgerEntry | None:
-    return ledger.finished(client, source_key, recipe_key)
+def ledger_entry(
+    asset: AssetRef,
+    *,
+    loaded: LoadedAsset | None = None,
+    plan: AssetPlan | None = None,
+    generation: GenerationResult | None = None,
+    candidates: list[Candidate] | None = None,
+    decision: "GateDecision | None" = None,
+    quarantined: list[str] | None = None,
+    receipt: PublishReceipt | None = None,
+    target_key: str | None = None,
+    failure: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> LedgerEntry:
+    """The asset's row, from whatever stages ran. A `failure` ("stage: reason") makes it `failed`;
+    otherwise the gate decision says: published (with the receipt), quarantined, or failed for a
+    regeneration (`failed` is not final: the next run tries again)."""
+    row: dict = {"client": asset.client, "source_uri": asset.uri, "state": "failed", "timings": timings or {}}
+    if loaded is not None:
+        row["source_key"] = loaded.source_key
+    if plan is not None:
+        row.update(recipe=plan.recipe.name, recipe_key=plan.recipe_key)
+        if plan.request is not None:
+            row.update(generation_key=plan.generation_key, output_key=plan.output_key, seed=plan.request.seed,
+                       params=plan.params, provider=plan.provider, model=plan.model)
+    if generation is not None:
+        row.update(job_ids=generation.job_ids, cost_usd=generation.cost_usd)
+    if candidates is not None:
+        row["output_uris"] = [c.path for c in candidates]
+    if decision is not None:
+        row["scores"] = decision.ledger_scores()
+    if failure is not None:
+        row["reason"] = failure
+    elif decision is not None and decision.outcome == "quarantine":
+        row.update(state="quarantined", reason=decision.reason, output_uris=quarantined or row.get("output_uris", []))
+    elif decision is not None and decision.outcome == "regenerate":
+        row["reason"] = decision.reason
+    elif decision is not None and receipt is not None:
+        row.update(state="published", target=receipt.target, target_key=target_key, published_url=receipt.url,
+                   remote_ids=receipt.remote_ids, phash=decision.phashes.get(decision.chosen.index) if decision.chosen else None)
+    return LedgerEntry.model_validate(row)
+
+
+def asset_outcome(asset: AssetRef, row: LedgerEntry, *, seconds: float, skipped: bool = False) -> AssetOutcome:
+    """What the catalog sees of an asset's end; `skipped`: `row` is the decision already taken earlier."""
+    return AssetOutcome(
+        client=asset.client, source_uri=asset.uri, name=asset.name, state="skipped" if skipped else row.state,  # type: ignore[arg-type]
+        reason=f"already {row.state}" if skipped else row.reason, source_key=row.source_key, recipe=row.recipe, recipe_key=row.recipe_key,
+        generation_key=row.generation_key, output_key=row.output_key, output_uris=row.output_uris, published_url=row.published_url,
+        scores=row.scores, cost_usd=0.0 if skipped else float(row.cost_usd), seconds=seconds,
+    )
 
 
 @task(name="record-outcome", retries=3, retry_delay_seconds=1)

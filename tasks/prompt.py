@@ -2,8 +2,9 @@
 
 The seed is the recipe's when it sets one, else derived from the source's
 content key, so every run of the same source and recipe asks for the same
-pixels and the generation key (what the ledger and targets deduplicate on) is
-stable.
+pixels and the generation key (the generation store's address: only what
+decides the provider's pixels) is stable; the output key adds the recipe (its
+post-processing and gates) and is what publishes are deduplicated on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from prefect import task
 from pydantic import ValidationError
 
 from blocks.client_profile import ClientProfile
-from models import GenerationRequest, InvalidInput, LoadedAsset, Recipe, describe_validation_error, stable_hash
+from models import AssetPlan, GenerationRequest, InvalidInput, LoadedAsset, Recipe, describe_validation_error, stable_hash
+from tasks.generation_store import generation_key
+from tasks.route import choose_recipe, recipe_key
 
 
 def subject_from_name(name: str) -> str:
@@ -35,11 +38,9 @@ def derive_seed(recipe: Recipe, source_key: str) -> int:
     return recipe.seed if recipe.seed is not None else int(source_key[:8], 16)
 
 
-def generation_key(source_key: str, recipe_key: str, request: GenerationRequest, provider: str, model: str) -> str:
-    return stable_hash(
-        {"source": source_key, "recipe": recipe_key, "prompt": request.prompt, "prompt_2": request.prompt_2,
-         "seed": request.seed, "provider": provider, "model": model}
-    )
+def output_key(generation_key: str, recipe_key: str) -> str:
+    """A generation through one recipe's post-processing and gates: what a publish is keyed on."""
+    return stable_hash({"generation": generation_key, "recipe": recipe_key})
 
 
 def make_request(asset: LoadedAsset, recipe: Recipe, profile: ClientProfile, review_notes: list[str] | None = None) -> GenerationRequest:
@@ -63,11 +64,23 @@ def make_request(asset: LoadedAsset, recipe: Recipe, profile: ClientProfile, rev
         raise InvalidInput(f"recipe {recipe.name!r}: {describe_validation_error(exc)}") from exc
 
 
-@task(name="build-request")
-def build_request(
-    asset: LoadedAsset, recipe: Recipe, recipe_key: str, profile: ClientProfile, review_notes: list[str] | None = None
-) -> tuple[GenerationRequest, str]:
-    """The request and its generation key."""
-    request = make_request(asset, recipe, profile, review_notes)
-    key = generation_key(asset.source_key, recipe_key, request, profile.provider.provider_name, profile.provider.model)
-    return request, key
+@task(name="plan-asset", task_run_name="plan {asset.name}")
+def plan_asset(asset: LoadedAsset, profile: ClientProfile) -> AssetPlan:
+    """Route (the recipe and its key), look the ledger up, and build the request and its keys.
+
+    One task for three cheap steps: each Prefect task run costs API writes per asset, and
+    route, ledger lookup and prompt take milliseconds (issue 11's per-asset overhead)."""
+    recipe = choose_recipe(asset.name, profile)
+    rkey = recipe_key(recipe, profile)
+    provider, model = profile.provider.provider_name, profile.provider.model
+    plan = AssetPlan(recipe=recipe, recipe_key=rkey, provider=provider, model=model)
+    done = profile.ledger.finished(asset.client, asset.source_key, rkey)
+    if done:
+        return plan.model_copy(update={"done": done})
+    notes = profile.ledger.regeneration_notes(asset.client, asset.source_key, rkey)
+    request = make_request(asset, recipe, profile, notes)
+    gkey = generation_key(asset.source_key, request, provider, model)
+    params = {**request.model_dump(exclude={"source_image"}), "recipe": recipe.name,
+              "style": recipe.style or profile.default_style}
+    return plan.model_copy(update={"request": request, "generation_key": gkey, "output_key": output_key(gkey, rkey),
+                                   "params": params})

@@ -25,6 +25,9 @@ from blocks.providers.base import ImageProvider
 
 logger = logging.getLogger("brandforge.generate")
 
+# A job slot's lease: Prefect's shortest (the server refuses less), renewed while the job is held.
+JOB_LEASE_S = 60.0
+
 # GCLs already created/updated by this process, with the values they were set to.
 _LIMITS_SET: dict[tuple[str, str], tuple[int, float]] = {}
 _LIMITS_LOCK = threading.Lock()
@@ -204,8 +207,12 @@ class JobSlotPool:
     p50 ≈ 2 s. So the process takes slots from the server in batches (one lease
     per batch, `occupy=n`), hands them out locally, and gives a lease back as
     soon as the process no longer needs it (nothing running, or more than a
-    batch to spare), so other workers get their share. Leases are renewed while
-    held; if this worker dies they expire and the server frees the slots.
+    batch to spare), so other workers get their share. Leases are short
+    (JOB_LEASE_S) and renewed while a job is held (`keep_alive`); if this worker
+    dies they expire and the server's repossessor frees the slots a minute or so
+    later. (Prefect's ephemeral and test-harness servers do not run the
+    repossessor: there a dead run's slots stay taken, which is why a job resumed
+    from the journal takes no slot; see tasks/generate.py.)
     """
 
     _by_name: dict[str, "JobSlotPool"] = {}
@@ -290,23 +297,43 @@ class JobSlotPool:
             if got is None and counters is not None:
                 counters["job_slot_denials"] = counters.get("job_slot_denials", 0) + 1
 
+    def _due_for_renewal(self) -> list[str]:
+        """Leases renewed longer than a third of their duration ago (marked renewed now); call under the lock."""
+        now = time.monotonic()
+        due = []
+        for lease_id, entry in self.leases.items():
+            if now - entry[1] > self.lease_s / 3:
+                entry[1] = now
+                due.append(lease_id)
+        return due
+
+    async def keep_alive(self) -> None:
+        """Renew this process's leases while a job is held, so they can be short: a dead worker's
+        slots come back a lease later (60 s, Prefect's minimum, plus its 15 s repossessor pass),
+        not after the longest job's deadline (issue 11: a killed run blocked the provider 6 min)."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            with self.lock:
+                due = self._due_for_renewal()
+            if due:
+                await self._send(give_back=[], renew=due)
+
     async def release(self) -> None:
         give_back: list[str] = []
         renew: list[str] = []
         with self.lock:
             self.in_use -= 1
             self.free += 1
-            now = time.monotonic()
             for lease_id, (n, _) in sorted(self.leases.items(), key=lambda kv: kv[1][0]):
                 if self.in_use == 0 or self.free - n >= self.batch:
                     self.free -= int(n)
                     give_back.append(lease_id)
             for lease_id in give_back:
                 del self.leases[lease_id]
-            for lease_id, entry in self.leases.items():
-                if now - entry[1] > self.lease_s / 3:
-                    entry[1] = now
-                    renew.append(lease_id)
+            renew = self._due_for_renewal()
+        await self._send(give_back, renew)
+
+    async def _send(self, give_back: list[str], renew: list[str]) -> None:
         if not (give_back or renew):
             return
         from uuid import UUID
@@ -326,7 +353,7 @@ class JobSlotPool:
                     continue
                 try:
                     await client.renew_concurrency_lease(lease_id=UUID(lease_id), lease_duration=self.lease_s)
-                except Exception as exc:  # noqa: BLE001 - renewed again at the next release
+                except Exception as exc:  # noqa: BLE001 - renewed again at the next pass
                     logger.warning("could not renew %s lease %s: %s", self.name, lease_id, exc)
 
 
@@ -339,9 +366,15 @@ async def job_slot(provider: ImageProvider, *, lease_s: float,
     await pool.acquire(counters)
     if counters is not None:
         counters["job_slot_call_s"] = round(time.monotonic() - asked, 4)
+    renewer = asyncio.create_task(pool.keep_alive())
     try:
         yield
     finally:
+        renewer.cancel()
+        try:
+            await renewer
+        except BaseException:  # noqa: BLE001 - cancelled on purpose; a failed renewal is retried by the next one
+            pass
         await pool.release()
 
 

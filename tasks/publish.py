@@ -22,7 +22,7 @@ from tasks.retry import retry_transient_only
 
 def receipt_from_ledger(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt | None:
     """The ledger's record of this client publishing this generation key to this very target instance, if any."""
-    done = ledger.published_for_generation(item.client, target.target_key, item.generation_key)
+    done = ledger.published_for_generation(item.client, target.target_key, item.publish_key)
     if not done or not done.published_url:
         return None
     return PublishReceipt(target=target.target_name, url=done.published_url, remote_ids=done.remote_ids, already_existed=True)
@@ -39,11 +39,11 @@ async def publish_item(item: PublishItem, target: PublishTarget, ledger: Ledger)
     logger = get_run_logger()
     recorded = receipt_from_ledger(item, target, ledger)
     if recorded:
-        logger.info("%s: generation %s already published at %s (ledger)", item.name, item.generation_key[:12], recorded.url)
+        logger.info("%s: generation %s already published at %s (ledger)", item.name, item.publish_key[:12], recorded.url)
         return recorded
     receipt = await target.publish(item)
     if receipt.already_existed:
-        logger.info("%s: generation %s already on %s at %s; not published again", item.name, item.generation_key[:12], receipt.target, receipt.url)
+        logger.info("%s: generation %s already on %s at %s; not published again", item.name, item.publish_key[:12], receipt.target, receipt.url)
     else:
         logger.info("%s: published to %s at %s", item.name, receipt.target, receipt.url)
     return receipt

@@ -2,8 +2,10 @@
 
 Wire format (reference/providers.md §2): `POST {queue}/{model_id}` with the
 model's inputs as JSON (`?fal_webhook=<url>` for a callback); the answer's
-`status_url` / `response_url` are followed exactly as given, never rebuilt
-(they drop the model's subpath); status answers 202 while queued or running
+`status_url` / `response_url` are followed exactly as given (they drop the
+model's subpath); a submit with a webhook is answered with the ids only
+(`{request_id, gateway_request_id}`), and the URLs then follow fal's own
+{owner}/{app}/requests/<id> layout; status answers 202 while queued or running
 and 200 when COMPLETED (with `error` when it failed). Webhooks are signed with
 Ed25519 over `request_id\\nuser_id\\ntimestamp\\nsha256(body)`, checked against
 the public keys of a configurable JWKS URL (cached for a day at most).
@@ -129,11 +131,22 @@ class FalProvider(HostedProvider):
         resp = await send(self.provider_name, "POST", url, json=self.build_input(request, image),
                           headers=self._headers(), api_origin=self.base_url, timeout_s=self.request_timeout_s)
         body = json_of(resp, self.provider_name)
-        try:
-            return JobHandle(provider=self.provider_name, job_id=body["request_id"], status_url=body["status_url"],
-                             result_url=body["response_url"], extra={"cancel_url": body.get("cancel_url")})
-        except KeyError as exc:
-            raise Transient(f"fal: submit answer lacks {exc}", provider=self.provider_name) from exc
+        rid = body.get("request_id") if isinstance(body, dict) else None
+        if not rid:
+            raise Transient("fal: submit answer lacks 'request_id'", provider=self.provider_name)
+        # With `fal_webhook` fal documents the answer as `{request_id, gateway_request_id}`: the job
+        # is accepted (and paid), so it is never resubmitted; its queue URLs are then fal's own
+        # layout, which keeps only {owner}/{app} of the model id (never its subpath).
+        urls = self.queue_urls(rid)
+        return JobHandle(provider=self.provider_name, job_id=rid, status_url=body.get("status_url") or urls["status_url"],
+                         result_url=body.get("response_url") or urls["response_url"],
+                         extra={"cancel_url": body.get("cancel_url") or urls["cancel_url"]})
+
+    def queue_urls(self, request_id: str) -> dict[str, str]:
+        """fal's queue URLs of a request (fal_client's `from_request_id` layout: {owner}/{app} only)."""
+        app = "/".join(self.model.strip("/").split("/")[:2])
+        base = f"{self.base_url.rstrip('/')}/{app}/requests/{request_id}"
+        return {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
 
     async def status(self, handle: JobHandle) -> JobStatus:
         resp = await send(self.provider_name, "GET", f"{handle.status_url}?logs=1", headers=self._headers(), api_origin=self.base_url,

@@ -20,7 +20,7 @@ from models import PublishItem, PublishReceipt, stable_hash
 def keyed_filename(item: PublishItem, key_chars: int = 16) -> str:
     """A target-safe file name for an item that carries its generation key, so a half-done publish is found."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(item.name).stem).strip("-") or "image"
-    return f"{stem[:80]}-{item.generation_key[:key_chars]}{Path(item.image_path).suffix.lower() or '.jpg'}"
+    return f"{stem[:80]}-{item.publish_key[:key_chars]}{Path(item.image_path).suffix.lower() or '.jpg'}"
 
 
 class PublishTarget(Block):
@@ -41,7 +41,7 @@ class PublishTarget(Block):
         return stable_hash({"target": self.target_name, "destination": self.destination()})
 
     async def find_existing(self, item: PublishItem) -> PublishReceipt | None:
-        """The receipt of an earlier publish of `item.generation_key`, if the target has one."""
+        """The receipt of an earlier publish of `item.publish_key`, if the target has one."""
         raise NotImplementedError
 
     async def publish(self, item: PublishItem) -> PublishReceipt:

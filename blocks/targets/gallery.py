@@ -1,7 +1,8 @@
 """LocalGallery: the embedded publish target — a folder of images and an index.html.
 
 Each published image sits beside its source ("before") and a JSON sidecar with
-its scores and parameters; `index.html` is rebuilt from the sidecars after
+its scores and parameters — one per asset: republishing an asset (its recipe
+changed) replaces its entry and files rather than adding a second; `index.html` is rebuilt from the sidecars after
 every publish, so the page is always whole even if runs overlap.
 """
 
@@ -19,7 +20,7 @@ from PIL import Image
 from pydantic import Field
 
 from blocks.targets.base import PublishTarget
-from models import PublishItem, PublishReceipt
+from models import PublishItem, PublishReceipt, stable_hash
 
 
 @contextmanager
@@ -53,22 +54,29 @@ class LocalGallery(PublishTarget):
         return Path(self.folder).resolve()
 
     def _sidecar(self, item: PublishItem) -> Path:
-        return self.root / item.client / "entries" / f"{item.generation_key}.json"
+        # One entry per asset (its source URI): a republish after a recipe change replaces it.
+        return self.root / item.client / "entries" / f"{stable_hash(item.source_uri)[:32]}.json"
+
+    def _entry(self, item: PublishItem) -> dict | None:
+        try:
+            return json.loads(self._sidecar(item).read_text())
+        except (OSError, ValueError):
+            return None
 
     async def find_existing(self, item: PublishItem) -> PublishReceipt | None:
-        sidecar = self._sidecar(item)
-        if not sidecar.exists():
+        entry = self._entry(item)
+        if not entry or entry.get("output_key", entry.get("generation_key")) != item.publish_key:
             return None
-        entry = json.loads(sidecar.read_text())
         return PublishReceipt(target=self.target_name, url=entry["url"], remote_ids={"path": entry["image"]}, already_existed=True)
 
     async def publish(self, item: PublishItem) -> PublishReceipt:
         existing = await self.find_existing(item)
         if existing:
             return existing
+        earlier = self._entry(item)
         folder = self.root / item.client
         folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{Path(item.name).stem}-{item.generation_key[:12]}"
+        stem = f"{Path(item.name).stem}-{item.publish_key[:12]}"
         image = folder / f"{stem}{Path(item.image_path).suffix}"
         shutil.copyfile(item.image_path, image)
         before = None
@@ -87,6 +95,7 @@ class LocalGallery(PublishTarget):
             "name": item.name,
             "title": item.title or item.name,
             "generation_key": item.generation_key,
+            "output_key": item.publish_key,
             "source_uri": item.source_uri,
             "image": image.name,
             "before": before.name if before else None,
@@ -100,6 +109,11 @@ class LocalGallery(PublishTarget):
         tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(entry, indent=2, default=str))
         tmp.replace(self._sidecar(item))
+        if earlier:  # the files of the entry this one replaced
+            kept = {entry["image"], entry["before"], *extras.values()}
+            for name in {earlier.get("image"), earlier.get("before"), *(earlier.get("extras") or {}).values()} - kept:
+                if name:
+                    (folder / name).unlink(missing_ok=True)
         self.render_index()
         return PublishReceipt(target=self.target_name, url=entry["url"], remote_ids={"path": str(image)})
 

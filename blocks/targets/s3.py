@@ -2,10 +2,12 @@
 
 The object key follows a layout (client / format / asset key by default), the
 object carries its content type and cache headers, and its metadata carries the
-generation key. Because the key is derived from the generation key, a retry or
-rerun finds the object with a HEAD request and does not upload again; an
-object at the same key from another generation is replaced (the layout then
-has no generation key in it, which means "the current image of this asset").
+generation key and the output key (the generation through its post-processing).
+A retry or rerun finds the object with a HEAD request and does not upload again
+when the output key matches; an object at the same key with another output is
+replaced: the same generation through a changed chain (the default layout), or
+any republish when the layout has no generation key in it ("the current image
+of this asset").
 
 boto3 is synchronous: calls run in a worker thread so the event loop stays free.
 """
@@ -153,7 +155,10 @@ class S3Target(PublishTarget):
     async def find_existing(self, item: PublishItem) -> PublishReceipt | None:
         key = self.object_key(item)
         head = await self._head(key)
-        if head and head.get("Metadata", {}).get("generation-key") == item.generation_key:
+        meta = (head or {}).get("Metadata", {})
+        # The output key decides: the same generation through a changed chain is a new image, and
+        # with a layout keyed by asset and generation it replaces the earlier one at the same key.
+        if head and meta.get("output-key", meta.get("generation-key")) == item.publish_key:
             return self._receipt(key, head, already_existed=True)
         return None
 
@@ -165,6 +170,7 @@ class S3Target(PublishTarget):
         # S3 metadata travels as HTTP headers: ASCII only.
         metadata = {
             "generation-key": item.generation_key,
+            "output-key": item.publish_key,
             "source-uri": quote(item.source_uri, safe=":/@"),
             "client": item.client,
         }

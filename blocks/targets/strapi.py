@@ -153,7 +153,7 @@ class StrapiSite(PublishTarget):
 
     async def find_existing(self, item: PublishItem) -> PublishReceipt | None:
         async with self._client() as client:
-            entry = await self._find_entry(client, item.generation_key)
+            entry = await self._find_entry(client, item.publish_key)
         if entry is None:
             return None
         return self._receipt(entry, self._media(self._fields(entry).get(self.media_field)), already_existed=True)
@@ -162,7 +162,7 @@ class StrapiSite(PublishTarget):
 
     async def publish(self, item: PublishItem) -> PublishReceipt:
         async with self._client() as client:
-            entry = await self._find_entry(client, item.generation_key)
+            entry = await self._find_entry(client, item.publish_key)
             if entry is not None:
                 return self._receipt(entry, self._media(self._fields(entry).get(self.media_field)), already_existed=True)
             name = strapi_file_name(item)
@@ -170,7 +170,7 @@ class StrapiSite(PublishTarget):
             reused = media is not None
             if media is None:
                 media = await self._upload(client, item, name)
-            data = {**self.extra_fields, self.key_field: item.generation_key, self.media_field: media["id"]}
+            data = {**self.extra_fields, self.key_field: item.publish_key, self.media_field: media["id"]}
             if self.title_field:
                 data[self.title_field] = item.title or Path(item.name).stem
             try:
@@ -178,7 +178,7 @@ class StrapiSite(PublishTarget):
             except PublishError as exc:
                 # With key_field marked unique (recommended), a concurrent publish that won the
                 # race makes ours a 400: its entry is the one to report.
-                winner = await self._find_entry(client, item.generation_key) if exc.status_code == 400 else None
+                winner = await self._find_entry(client, item.publish_key) if exc.status_code == 400 else None
                 if winner is None:
                     raise
                 return self._receipt(winner, self._media(self._fields(winner).get(self.media_field)), already_existed=True)
@@ -189,7 +189,7 @@ class StrapiSite(PublishTarget):
             data = Path(item.image_path).read_bytes()
         except OSError as exc:
             raise PublishError(f"cannot read the image to publish {item.image_path!r}: {exc}") from exc
-        info = {"name": name, "alternativeText": item.alt_text[:500], "caption": f"brandforge {item.generation_key}"}
+        info = {"name": name, "alternativeText": item.alt_text[:500], "caption": f"brandforge {item.publish_key}"}
         files = await self._call(
             client, "POST", "/api/upload", "the media upload",
             files={"files": (name, data, item.content_type)}, data={"fileInfo": json.dumps(info)},

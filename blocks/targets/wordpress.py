@@ -209,7 +209,7 @@ class WordPressSite(PublishTarget):
             return await self._existing(client, item)
 
     async def _existing(self, client: httpx.AsyncClient, item: PublishItem) -> PublishReceipt | None:
-        post = await self._find(client, self.post_type, item.generation_key, f"the {self.post_type} lookup")
+        post = await self._find(client, self.post_type, item.publish_key, f"the {self.post_type} lookup")
         if post is None:
             return None
         media_id = post.get("featured_media") or None
@@ -223,12 +223,12 @@ class WordPressSite(PublishTarget):
             existing = await self._existing(client, item)
             if existing:
                 return existing
-            media = await self._find(client, "media", item.generation_key, "the media lookup")
+            media = await self._find(client, "media", item.publish_key, "the media lookup")
             resumed = media is not None
             if media is None:
-                media = await self._settle(client, "media", item.generation_key, await self._upload(client, item))
+                media = await self._settle(client, "media", item.publish_key, await self._upload(client, item))
             post = await self._create_entry(client, item, media)
-            settled = await self._settle(client, self.post_type, item.generation_key, post)
+            settled = await self._settle(client, self.post_type, item.publish_key, post)
             return self._receipt(
                 settled, media["id"], media.get("source_url"), media_reused=resumed, already_existed=settled["id"] != post["id"],
             )
@@ -258,7 +258,7 @@ class WordPressSite(PublishTarget):
             "title": item.title or Path(item.name).stem,
             "alt_text": item.alt_text[:500],
             "caption": item.title or Path(item.name).stem,
-            f"meta[{KEY_META}]": item.generation_key,
+            f"meta[{KEY_META}]": item.publish_key,
             f"meta[{SOURCE_META}]": item.source_uri,
             "context": "edit",
         }
@@ -266,7 +266,7 @@ class WordPressSite(PublishTarget):
             client, "POST", "/wp/v2/media", "the media upload", params=params, content=data,
             headers={"Content-Type": item.content_type, "Content-Disposition": f'attachment; filename="{_safe_filename(item)}"'},
         )
-        if (media.get("meta") or {}).get(KEY_META) != item.generation_key:
+        if (media.get("meta") or {}).get(KEY_META) != item.publish_key:
             raise PublishError(f"WordPress at {self.url} dropped the generation key from the uploaded media; {PLUGIN_HINT}")
         return media
 
@@ -282,7 +282,7 @@ class WordPressSite(PublishTarget):
             "status": self.status,
             "featured_media": media["id"],
             "content": content,
-            "meta": {KEY_META: item.generation_key, SOURCE_META: item.source_uri},
+            "meta": {KEY_META: item.publish_key, SOURCE_META: item.source_uri},
         }
         return await self._call(
             client, "POST", f"/wp/v2/{self.post_type}", f"creating the {self.post_type} entry",

@@ -14,8 +14,10 @@ first branch is the main output; the others come back as extra outputs
 labelled by variant ("1x1", "4x5"). Branches run one after another, so memory
 holds the image at the fork plus one branch, never all formats at once.
 
-`postprocess_candidate` is the Prefect task the flow calls; inside it each step
-runs as its own task, retried when a refiner's failure is transient.
+`postprocess_candidates` is the Prefect task the flow calls: every variant of
+an asset, steps inline, the task retried when a refiner's failure is transient.
+`postprocess_candidate` (one image, each step its own task) is kept for callers
+that want every step visible in the UI.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, Field, ValidationError
 
-from models import InvalidInput, StepSpec, describe_validation_error
+from models import Candidate, InvalidInput, StepSpec, describe_validation_error
 from tasks.postprocess import faces, finish, grade, reframe, upscale
 from tasks.postprocess.context import ChainContext, load_block, resolve_refiner, run_async
 from tasks.postprocess.encode import EncodeParams, encode_image, to_srgb
 from tasks.postprocess.watermark import WatermarkParams, apply_watermark
 from tasks.retry import retry_transient_only
 
-__all__ = ["STEPS", "ChainContext", "PostprocessResult", "postprocess_candidate", "prepare_chain", "run_chain", "validate_chain"]
+__all__ = ["STEPS", "ChainContext", "PostprocessResult", "postprocess_candidate", "postprocess_candidates", "prepare_chain",
+           "run_chain", "validate_chain"]
 
 StepOutput = Image.Image | tuple[Image.Image, dict[str, Any]]
 
@@ -318,12 +321,40 @@ def _load_source(path: str) -> Image.Image:
 @task(name="postprocess", cache_policy=NONE)
 def postprocess_candidate(raw_path: str, chain: list[StepSpec], ctx: ChainContext, out_stem: str) -> PostprocessResult:
     """Run the chain on one generated image and write every output; returns their paths and the step reports."""
+    return write_outputs(raw_path, chain, ctx, out_stem, _task_runner())
+
+
+@task(
+    name="postprocess-candidates",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_transient_only,
+    cache_policy=NONE,
+)
+def postprocess_candidates(raw_paths: list[str], chain: list[StepSpec], ctx: ChainContext, out_dir: str) -> list[Candidate]:
+    """The chain on every generated variant of one asset, as one task: `final-<i>` files under `out_dir`.
+
+    One task, steps inline: a task run per step and per variant cost the Prefect API a dozen
+    writes per asset (issue 11's profile) for steps that take milliseconds; a refiner's
+    transient failure retries the whole chain of the asset, which is cheap and deterministic."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    candidates = []
+    for i, raw in enumerate(raw_paths):
+        # One file per format: the main one, plus extras (e.g. other aspect ratios) by label.
+        final = write_outputs(raw, chain, ctx, str(Path(out_dir) / f"final-{i}"), apply_step)
+        candidates.append(Candidate(index=i, raw_path=raw, path=final.path, extra_outputs=final.extra_outputs))
+    return candidates
+
+
+def write_outputs(raw_path: str, chain: list[StepSpec], ctx: ChainContext, out_stem: str,
+                  runner: StepRunner = apply_step) -> PostprocessResult:
+    """The chain on one image, every output encoded and written; `runner` runs each step."""
     steps, encode = prepare_chain(chain, ctx)
     signer = _resolve_signer(encode, ctx)
     fmt = encode.format or ctx.output_format
     result: PostprocessResult | None = None
     # No local reference to the source: once the first step has run, it can be freed.
-    for out in iter_chain(_load_source(raw_path), steps, ctx, _task_runner()):
+    for out in iter_chain(_load_source(raw_path), steps, ctx, runner):
         stem = Path(out_stem if result is None else f"{out_stem}-{out.label}")
         metadata = {**ctx.metadata, "chain": [s.model_dump() for s in chain], "postprocess": out.notes}
         if out.label:

@@ -2,7 +2,8 @@
 
 Wire format as in reference/providers.md §2. The returned `status_url` /
 `response_url` drop the model's subpath (`fal-ai/fast-sdxl/requests/<id>`), as
-fal's do; URLs rebuilt with the subpath get 404. Validation errors are
+fal's do; URLs rebuilt with the subpath get 404. A submit with `?fal_webhook=` is
+answered as fal documents it: `{request_id, gateway_request_id}`, no URLs. Validation errors are
 FastAPI-style 422 `{"detail": [{"loc", "msg", "type"}]}`.
 """
 
@@ -142,6 +143,9 @@ class FakeFal(FakeProvider):
             self.deliver_later(job, job.webhook, self._webhook)
         if self.malformed_now():
             return Response('{"status": "IN_QUEUE", "request_id": "', media_type="application/json")
+        if job.webhook:
+            # fal's documented answer to a submit with `fal_webhook`: the ids only, no URLs.
+            return JSONResponse({"request_id": job.id, "gateway_request_id": job.id})
         return JSONResponse({"status": "IN_QUEUE", "request_id": job.id, "gateway_request_id": job.id,
                              **self._urls(owner, app, job.id), "queue_position": 0})
 

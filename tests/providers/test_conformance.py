@@ -137,6 +137,15 @@ def test_webhook_valid(hooked, make_request):
     assert event.job_id == handle.job_id and event.state == JobState.succeeded and event.outputs
 
 
+def test_webhook_submit_is_one_paid_job(hooked, make_request):
+    """A submit with a webhook is accepted as the provider answers it (fal: the ids only, no URLs),
+    never taken for a transient failure and submitted again."""
+    case, fake, block, sink = hooked
+    handle, deliveries = _one_job(block, make_request, sink)
+    assert fake.stats["submits"] == 1 and fake.stats["accepted"] == 1
+    assert handle.job_id and deliveries
+
+
 def test_webhook_forged_is_rejected(hooked, make_request):
     case, fake, block, sink = hooked
     fake.knobs.webhook = "forged"

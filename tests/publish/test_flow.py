@@ -40,7 +40,7 @@ def test_publish_record_archive_then_rerun_creates_nothing(wordpress, demo_profi
     first = _run(profile, asset, catalog, demo_state)
 
     assert first.state == "published", first.reason
-    assert wordpress.count("posts", first.generation_key) == 1 and wordpress.count("media", first.generation_key) == 1
+    assert wordpress.count("posts", first.output_key) == 1 and wordpress.count("media", first.output_key) == 1
     [row] = Ledger(url=profile.ledger.url).entries(state="published")
     assert row.target == "wordpress" and row.published_url == first.published_url
     assert row.remote_ids["post_id"] and row.remote_ids["media_url"].startswith(wordpress.url)
@@ -56,7 +56,7 @@ def test_publish_record_archive_then_rerun_creates_nothing(wordpress, demo_profi
     fresh = profile.model_copy(update={"ledger": Ledger(url=f"sqlite:///{tmp_path / 'fresh.db'}")})
     again = _run(fresh, archived, catalog, demo_state)
     assert again.state == "published" and again.published_url == first.published_url
-    assert wordpress.count("posts", first.generation_key) == 1 and wordpress.count("media", first.generation_key) == 1
+    assert wordpress.count("posts", first.output_key) == 1 and wordpress.count("media", first.output_key) == 1
     assert (catalog / "archive" / asset.name).exists() and not (catalog / "archive" / "archive").exists()
 
 
@@ -70,14 +70,14 @@ def test_crash_between_upload_and_post_then_rerun(wordpress, wp_proxy, demo_prof
 
     assert crashed.state == "failed" and crashed.reason.startswith("publish: WordPress answered 400")
     assert (catalog / asset.name).exists()  # not archived: nothing was published
-    assert wordpress.count("media", crashed.generation_key) == 1 and wordpress.count("posts", crashed.generation_key) == 0
+    assert wordpress.count("media", crashed.output_key) == 1 and wordpress.count("posts", crashed.output_key) == 0
 
     healed = _run(broken.model_copy(update={"target": wordpress.site()}), asset, catalog, demo_state)
 
     assert healed.state == "published", healed.reason
-    row = Ledger(url=broken.ledger.url).published_for_generation("demo", wordpress.site().target_key, healed.generation_key)
+    row = Ledger(url=broken.ledger.url).published_for_generation("demo", wordpress.site().target_key, healed.output_key)
     assert row.remote_ids["media_reused"] is True
-    assert wordpress.count("media", healed.generation_key) == 1 and wordpress.count("posts", healed.generation_key) == 1
+    assert wordpress.count("media", healed.output_key) == 1 and wordpress.count("posts", healed.output_key) == 1
     assert (catalog / "archive" / asset.name).exists()
 
 
@@ -108,5 +108,5 @@ def test_transient_errors_are_retried_and_publish_once(wordpress, wp_proxy, demo
     assert [s for s in wp_proxy.seen if s[0] == "POST"] == [
         ("POST", "/wp/v2/media", 503), ("POST", "/wp/v2/media", 201), ("POST", "/wp/v2/posts", 201),
     ]
-    assert wordpress.count("media", outcome.generation_key) == 1 and wordpress.count("posts", outcome.generation_key) == 1
+    assert wordpress.count("media", outcome.output_key) == 1 and wordpress.count("posts", outcome.output_key) == 1
     assert (catalog / asset.name).exists()  # source_handling 'leave' (the default)

@@ -1,0 +1,124 @@
+"""Benchmark: what a rerun pays the provider, through catalog_refresh against the Replicate fake.
+
+    python bench/generation_cache.py              # 50 assets, L = 1 s per job
+    python bench/generation_cache.py -n 20 --latency 3
+
+Phases, each a `catalog_refresh` of the same client:
+
+0. the catalog, first run (every asset generated and paid once);
+a. the same catalog with a changed watermark anchor;
+b. the same catalog with a changed gate threshold;
+c. a second catalog whose run is SIGKILLed at a random point, then rerun.
+
+Prints provider submissions (jobs the fake accepted, i.e. billed) per phase,
+assets/min and the run's cost. Goal: 0 for (a) and (b); for (c) the submissions
+of the killed run and its rerun together equal the assets. Starts a temporary
+Prefect server (the test harness) so the killed run and the rerun share it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+
+from PIL import Image, ImageOps  # noqa: E402
+
+from bench.catalog import make_catalog  # noqa: E402
+
+RUN_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from flows.catalog_refresh import catalog_refresh
+    catalog_refresh(client="bench", source={catalog!r}, work_dir={work!r})
+""")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=50, help="assets per catalog (default 50)")
+    parser.add_argument("--latency", type=float, default=1.0, help="seconds per job at the fake (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the kill time (phase c)")
+    args = parser.parse_args()
+
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from blocks.providers.replicate import ReplicateProvider
+    from deployments.demo import demo_profile
+    from flows.catalog_refresh import catalog_refresh
+    from models import StepSpec
+    from tests.fakes import replicate as fake_replicate
+    from tests.fakes.base import Knobs, serve
+
+    rng = random.Random(args.seed)
+    fake = fake_replicate.FakeReplicate(Knobs(latency_s=args.latency))
+    with tempfile.TemporaryDirectory(prefix="bf-gencache-") as tmp, prefect_test_harness(server_startup_timeout=120), serve(fake):
+        tmp_path = Path(tmp)
+        state, work = tmp_path / "state", tmp_path / "state" / "work"
+        catalog = tmp_path / "catalog"
+        make_catalog(catalog, args.n, size=384)
+        profile = demo_profile(state, client_id="bench").model_copy(update={"provider": ReplicateProvider(
+            base_url=fake.url, api_key=fake_replicate.TOKEN, request_timeout_s=10.0, job_dir=str(tmp_path / "jobs"),
+            price_per_image_usd=0.0115, requests_per_minute=600, max_concurrent_jobs=16)})
+        rows = []
+
+        def phase(name: str, prof, folder: Path) -> None:
+            prof.save("bench", overwrite=True)
+            before, started = fake.stats["accepted"], time.monotonic()
+            summary = catalog_refresh(client="bench", source=str(folder), work_dir=str(work))
+            seconds = time.monotonic() - started
+            rows.append((name, fake.stats["accepted"] - before, args.n / seconds * 60, summary.cost_usd, summary.counts))
+
+        phase("0  first run", profile, catalog)
+        recipes = [r.model_copy(update={"chain": [StepSpec(step=s.step, params={**s.params, "anchor": "top-left"})
+                                                  if s.step == "watermark" else s for s in r.chain]}) for r in profile.recipes]
+        phase("a  watermark anchor changed", profile.model_copy(update={"recipes": recipes}), catalog)
+        gates = profile.gates.model_copy(update={"min_sharpness": profile.gates.min_sharpness + 1})
+        phase("b  gate threshold changed", profile.model_copy(update={"recipes": recipes, "gates": gates}), catalog)
+
+        # c: new pixels (mirrored sources), the run killed at a random point, then rerun.
+        second = tmp_path / "catalog-2"
+        second.mkdir()
+        for path in sorted(catalog.iterdir()):
+            ImageOps.mirror(Image.open(path)).save(second / path.name, quality=90)
+        final = profile.model_copy(update={"recipes": recipes, "gates": gates})
+        final.save("bench", overwrite=True)
+        before = fake.stats["accepted"]
+        env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+        proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT.format(root=str(ROOT), catalog=str(second), work=str(work))],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for = rng.uniform(0.2, 0.9) * args.n  # somewhere before the run can have finished
+        target = max(1, int(wait_for))
+        deadline = time.monotonic() + 600
+        while fake.stats["accepted"] - before < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed = fake.stats["accepted"] - before
+        rows.append(("c1 run SIGKILLed", killed, float("nan"), float("nan"), {}))
+        phase("c2 rerun after the kill", final, second)
+
+    print(f"generation cache benchmark: {args.n} assets per catalog, Replicate fake L={args.latency:g} s, {os.cpu_count()} cores")
+    print(f"{'phase':<30}{'submissions':>12}{'assets/min':>12}{'cost $':>9}  states")
+    for name, subs, per_min, cost, counts in rows:
+        print(f"{name:<30}{subs:>12}{per_min:>12.1f}{cost:>9.4f}  {counts}")
+    c_total = rows[-2][1] + rows[-1][1]
+    print(f"(c) submissions over the killed run and its rerun: {c_total} for {args.n} assets "
+          f"({'each generation paid once' if c_total == args.n else 'NOT once per asset'})")
+
+
+if __name__ == "__main__":
+    main()

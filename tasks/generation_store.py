@@ -1,0 +1,93 @@
+"""The generation store: a provider's raw outputs, kept under their generation key.
+
+A generation key hashes only what decides the provider's pixels (source bytes,
+provider, model, the provider-facing parameters), never the post-processing
+chain, gates, review band or target. So any later run that needs the same
+generation — a changed chain or gate, a retry after a publish failure, a rerun
+after a crash once the job had finished — takes it from here: no provider call,
+nothing paid. Recipe changes that do not touch generation redo only
+post-processing, gates and publish.
+
+Layout (the work folder by default, one tree per client — a client reads only
+its own): `<root>/<client>/generations/<key[:2]>/<key>/raw-<i>.png` and
+`generation.json` (job ids, cost, provider, model, seed). The record is written
+last and atomically: its presence means every image is whole.
+
+Why not Prefect's task cache: a cached result would hold paths to images that
+live outside it, the cache key space is the Prefect home's (shared by every
+work folder and test), and the catalog's bookkeeping reads the store without a
+task run. This is the smallest store that keeps the raw bytes and the record
+together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from models import GenerationResult, GenerationRequest, stable_hash
+
+
+def generation_key(source_key: str, request: GenerationRequest, provider: str, model: str) -> str:
+    """The content address of a generation: what decides the provider's pixels, and nothing else.
+
+    The request's parameters as the provider receives them (prompt, negative prompt, seed,
+    strength, steps, sizes, batch size, which ones were asked for explicitly), the source's
+    content key (not its path in some work folder), the provider and the model."""
+    return stable_hash({"source": source_key, "provider": provider, "model": model,
+                        "params": request.model_dump(exclude={"source_image"})})
+
+
+class GenerationStore:
+    """Raw outputs by generation key under `root` (see the module docstring)."""
+
+    RECORD = "generation.json"
+
+    def __init__(self, folder: str | Path):
+        self.root = Path(folder)
+
+    @classmethod
+    def for_client(cls, work_dir: str | Path, client: str) -> "GenerationStore":
+        return cls(Path(work_dir) / client / "generations")
+
+    def folder(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str) -> GenerationResult | None:
+        """The stored generation, as a result that cost nothing now; None when absent or incomplete."""
+        record = self.folder(key) / self.RECORD
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return None
+        images = [str(self.folder(key) / name) for name in data.get("images", [])]
+        if not images or not all(Path(p).is_file() for p in images):
+            return None
+        return GenerationResult(
+            images=images, provider=data["provider"], model=data["model"], job_ids=data.get("job_ids", []),
+            seed=data.get("seed"), cost_usd=0.0, generation_key=key, from_store=True,
+        )
+
+    def put(self, key: str, images: list[Image.Image], *, provider: str, model: str, job_ids: list[str],
+            cost_usd: float, seed: int | None) -> list[str]:
+        """Write the images, then the record (atomically); returns the image paths."""
+        folder = self.folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for i, img in enumerate(images):
+            name = f"raw-{i}.png"
+            tmp = folder / f".{name}.{os.getpid()}.tmp"
+            img.save(tmp, format="PNG")
+            tmp.replace(folder / name)
+            names.append(name)
+        record = {"images": names, "provider": provider, "model": model, "job_ids": job_ids,
+                  "cost_usd": cost_usd, "seed": seed}
+        fd, tmp_name = tempfile.mkstemp(prefix=".record-", dir=folder)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh)
+        Path(tmp_name).replace(folder / self.RECORD)
+        return [str((folder / n).resolve()) for n in names]
