@@ -4,9 +4,9 @@
     python bench/ledger_soak.py -n 36 --runs 3 --postgres
 
 A catalog runs against the Replicate fake with faults (5xx answers, corrupt
-outputs) while its first run's publishes all fail (the gallery folder is a file),
-so every asset is paid for, fails after the payment, and is paid for again on the
-next run. Prints what the fake billed (`accepted` jobs) beside what the ledger's
+outputs) while its first run's publishes all fail (the S3 bucket, on moto, does
+not exist yet), so every asset is paid for and fails after the payment; later
+runs publish (from the generation store) or retry what failed. Prints what the fake billed (`accepted` jobs) beside what the ledger's
 job journal holds and what it says was spent; the goal is equal.
 """
 
@@ -68,9 +68,19 @@ def main() -> None:
             profile.ledger = Ledger(url=url)
         catalog = crops(work / "catalog", args.n)
         fake = fake_replicate.FakeReplicate(Knobs(latency_s=0.2, error_rate_5xx=0.15, corrupt_rate=0.2, webhook="lost", seed=11))
-        blocked = work / "not-a-folder"
-        blocked.write_text("x")
-        gallery = profile.target
+        from moto.server import ThreadedMotoServer
+        from prefect_aws import AwsCredentials, S3Bucket
+        from prefect_aws.client_parameters import AwsClientParameters
+
+        from blocks.targets.s3 import S3Target
+        from tests.conftest import free_port
+
+        port = free_port()
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        moto.start()
+        creds = AwsCredentials(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1",
+                               aws_client_parameters=AwsClientParameters(endpoint_url=f"http://127.0.0.1:{port}"))
+        profile.target = S3Target(bucket=S3Bucket(bucket_name="soak-later", credentials=creds))
         started = time.monotonic()
         with prefect_test_harness(server_startup_timeout=120), serve(fake):
             profile.provider = ReplicateProvider(
@@ -78,7 +88,8 @@ def main() -> None:
                 price_per_image_usd=float(PRICE), requests_per_minute=6000, max_concurrent_jobs=8,
             )
             for run in range(args.runs):
-                profile.target = gallery.model_copy(update={"folder": str(blocked)}) if run == 0 else gallery
+                if run == 1:
+                    creds.get_s3_client().create_bucket(Bucket="soak-later")
                 profile.save("demo", overwrite=True)
                 state = catalog_refresh(client="demo", source=str(catalog), work_dir=str(work / "state" / "work"),
                                         return_state=True)
@@ -91,6 +102,7 @@ def main() -> None:
         print(f"ledger journalled jobs    {len(jobs)}  (spent ${profile.ledger.spent('demo')})")
         print(f"unrecorded                {billed - len(jobs)}")
         print(f"fake stats                {fake.stats}")
+        moto.stop()
     finally:
         if stop_pg:
             subprocess.run(stop_pg, capture_output=True)
