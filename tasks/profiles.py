@@ -20,6 +20,11 @@ def load_profile(client: str) -> ClientProfile:
         profile = ClientProfile.load(client)
     except ValidationError as exc:  # a saved profile that no longer validates (e.g. a recipe's negative seed)
         raise InvalidInput(f"ClientProfile block {client!r} is invalid: {describe_validation_error(exc)}") from exc
+    except RuntimeError as exc:  # Prefect wraps the ValidationError ("… due to failed validation")
+        if not isinstance(exc.__cause__, ValidationError):
+            raise
+        raise InvalidInput(f"ClientProfile block {client!r} is invalid: {describe_validation_error(exc.__cause__)} "
+                           "(fix it in the Prefect UI: Blocks → Brandforge Client Profile)") from exc
     except ValueError as exc:
         raise InvalidInput(f"unknown client {client!r}: no ClientProfile block of that name "
                            f"(save one as block type {ClientProfile.get_block_type_slug()!r}, name {client!r})") from exc
