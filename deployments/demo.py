@@ -15,6 +15,8 @@ from pathlib import Path
 # Offline by default: the ephemeral Prefect server must not try to send telemetry.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+from prefect.filesystems import LocalFileSystem
+
 from blocks.client_profile import ClientProfile
 from blocks.ledger import Ledger
 from blocks.providers.local_engine import LocalEngine
@@ -36,8 +38,9 @@ def demo_chain(anchor: str = "bottom-right", *finish: StepSpec) -> list[StepSpec
     ]
 
 
-def demo_profile(state_dir: Path, client_id: str = "demo") -> ClientProfile:
-    """The demo client: five recipes routed by file name, local engine, gallery, SQLite ledger."""
+def demo_profile(state_dir: Path, client_id: str = "demo", catalog: Path | None = None) -> ClientProfile:
+    """The demo client: five recipes routed by file name, local engine, gallery, SQLite ledger;
+    its source is the folder `catalog` (a LocalFileSystem block) when given."""
     recipes = [
         Recipe(name="poster", style="flat poster illustration", extra_prompt="bold brand colours", strength=0.85, chain=demo_chain()),
         Recipe(name="watercolour", style="soft watercolour", extra_prompt="light paper texture", strength=0.8, chain=demo_chain("top-right")),
@@ -69,6 +72,7 @@ def demo_profile(state_dir: Path, client_id: str = "demo") -> ClientProfile:
         provider=LocalEngine(job_dir=str(state_dir / "jobs"), palette=PALETTE),
         target=LocalGallery(folder=str(state_dir / "gallery"), title="brandforge demo gallery"),
         ledger=Ledger(url=f"sqlite:///{state_dir / 'ledger.db'}"),
+        source=LocalFileSystem(basepath=str(Path(catalog).resolve())) if catalog else None,
     )
 
 
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog", default=str(DEMO / "catalog"))
     args = parser.parse_args(argv)
     state = Path(args.state_dir).resolve()
-    demo_profile(state).save("demo", overwrite=True)
+    demo_profile(state, catalog=Path(args.catalog)).save("demo", overwrite=True)
     summary = catalog_refresh(client="demo", source=args.catalog, work_dir=str(state / "work"))
     print_summary(summary)
     return 0 if not summary.counts.get("failed") else 1
