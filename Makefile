@@ -1,5 +1,5 @@
 # brandforge — two commands on a fresh machine:
-#   make run   creates the virtual environment if missing, installs, runs the demo catalog
+#   make run   creates the virtual environment if missing, installs, runs the demo catalog (V=1: full logs)
 #   make serve the same install, then a local Prefect server + every deployment + the webhook gateway (Ctrl-C stops)
 #   make test  installs everything (including the [aesthetic] extra) and runs the whole suite
 PYTHON ?= python3
@@ -36,7 +36,7 @@ link:
 
 run: $(VENV)/.run-$(HASH)
 	@$(MAKE) --no-print-directory link
-	PREFECT_LOGGING_LEVEL=INFO $(BIN)/python -m deployments.demo
+	PREFECT_LOGGING_LEVEL=INFO $(BIN)/python -m deployments.demo $(if $(V),-v)
 
 # PORT / GATEWAY_PORT: where the Prefect UI+API and the webhook gateway listen.
 serve: $(VENV)/.run-$(HASH)

@@ -8,9 +8,11 @@ SQLite file. Run it twice: the second run does no generation and no publish.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 # Offline by default: the ephemeral Prefect server must not try to send telemetry.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -89,14 +91,59 @@ def print_summary(summary) -> None:
         print(f"\nOpen the gallery: file://{summary.gallery}")
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+
+
+class AssetProgress(logging.Handler):
+    """A progress bar on the terminal, fed by the task-run log: one step per asset task that finishes."""
+
+    def __init__(self, total: int, out: TextIO = sys.stdout) -> None:
+        super().__init__(logging.INFO)
+        self.total, self.done, self.out = total, 0, out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = getattr(record, "task_run_name", "") or ""
+        message = record.getMessage()
+        if not name.startswith("asset ") or "Finished in state" not in message:
+            return
+        self.done += 1
+        state = message.split("Finished in state", 1)[1].strip().split("(")[0]
+        width = 30
+        filled = round(width * self.done / max(self.total, self.done))
+        # On a terminal the bar redraws in place; into a file or pipe, one line per asset.
+        start, end = ("\r", "") if self.out.isatty() else ("", "\n")
+        self.out.write(f"{start}  [{'#' * filled}{'.' * (width - filled)}] {self.done}/{max(self.total, self.done)}  "
+                       f"{name.removeprefix('asset ')[:32]:<32} {state:<10}{end}")
+        self.out.flush()
+
+
+def quiet_prefect_console(progress: logging.Handler) -> None:
+    """Prefect's console shows warnings and errors only; run and task logs still reach the API (the UI)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.WARNING)
+    task_runs = logging.getLogger("prefect.task_runs")
+    task_runs.setLevel(min(task_runs.getEffectiveLevel(), logging.INFO))
+    task_runs.addHandler(progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     from flows.catalog_refresh import catalog_refresh
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", default=str(ROOT / ".brandforge"), help="ledger, jobs, work and gallery folder")
     parser.add_argument("--catalog", default=str(DEMO / "catalog"))
+    parser.add_argument("-v", "--verbose", action="store_true", help="print Prefect's full run and task logs (the UI has them either way)")
     args = parser.parse_args(argv)
     state = Path(args.state_dir).resolve()
+    if not args.verbose:
+        total = sum(1 for p in Path(args.catalog).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        print(f"brandforge demo: {total} images from {args.catalog} (full logs: -v) …", flush=True)
+        quiet_prefect_console(AssetProgress(total))
     demo_profile(state, catalog=Path(args.catalog)).save("demo", overwrite=True)
     summary = catalog_refresh(client="demo", source=args.catalog, work_dir=str(state / "work"))
     print_summary(summary)
