@@ -28,6 +28,9 @@ from models import GateThresholds, Recipe, RoutingRule, StepSpec
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
 PALETTE = ["#14213d", "#e8a838", "#fcf6ec", "#2b6f9e", "#c8553d"]
+# The demo sources are small (300-768 px); the engine renders at this width, so every published
+# image is at least 1024 px on its long side.
+WIDTH = 1024
 
 
 def demo_chain(anchor: str = "bottom-right", *finish: StepSpec) -> list[StepSpec]:
@@ -44,13 +47,18 @@ def demo_profile(state_dir: Path, client_id: str = "demo", catalog: Path | None 
     """The demo client: five recipes routed by file name, local engine, gallery, SQLite ledger;
     its source is the folder `catalog` (a LocalFileSystem block) when given."""
     recipes = [
-        Recipe(name="poster", style="flat poster illustration", extra_prompt="bold brand colours", strength=0.85, chain=demo_chain()),
-        Recipe(name="watercolour", style="soft watercolour", extra_prompt="light paper texture", strength=0.8, chain=demo_chain("top-right")),
-        Recipe(name="oil", style="oil painting", extra_prompt="rich impasto", strength=0.75,
+        # A flat poster is printed: a light paper grain keeps its flat areas from reading as a banding defect.
+        Recipe(name="poster", style="flat poster illustration", extra_prompt="bold brand colours", strength=0.85, width=WIDTH,
+               chain=demo_chain("bottom-right", StepSpec(step="grain", params={"amount": 3, "size": 1.5}))),
+        Recipe(name="watercolour", style="soft watercolour", extra_prompt="light paper texture", strength=0.8, width=WIDTH,
+               chain=demo_chain("top-right")),
+        Recipe(name="oil", style="oil painting", extra_prompt="rich impasto", strength=0.75, width=WIDTH,
                chain=demo_chain("bottom-right", StepSpec(step="vignette", params={"strength": 0.25}))),
-        Recipe(name="sketch", style="pencil sketch", extra_prompt="studio product drawing", strength=0.9, chain=demo_chain("bottom-left")),
+        Recipe(name="sketch", style="pencil sketch", extra_prompt="studio product drawing", strength=0.9, width=WIDTH,
+               chain=demo_chain("bottom-left")),
         # One source, three channel formats: 1:1 is the main output, 9:16 and 16:9 ride along.
-        Recipe(name="vintage", style="vintage film photograph", extra_prompt="warm 1970s look", strength=0.8,
+        # Its height: the 1:1 main output of a landscape source is then 1024 px a side.
+        Recipe(name="vintage", style="vintage film photograph", extra_prompt="warm 1970s look", strength=0.8, height=WIDTH,
                chain=[StepSpec(step="reframe", params={"ratios": ["1:1", "9:16", "16:9"]}),
                       *demo_chain("bottom-right", StepSpec(step="grain", params={"amount": 5}),
                                   StepSpec(step="vignette", params={"strength": 0.3}))]),
