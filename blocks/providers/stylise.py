@@ -132,6 +132,9 @@ def oil_painting(img: Image.Image, rng: np.random.Generator, intensity: float, s
     paint = _bgr(img)
     for _ in range(max(1, steps // 10)):
         paint = _kuwahara(paint, radius)
+    # Round off the filter's square windows into strokes: a median, then edge-preserving smoothing.
+    paint = cv2.medianBlur(paint, _odd(radius * 0.8))
+    paint = cv2.edgePreservingFilter(paint, flags=cv2.RECURS_FILTER, sigma_s=8 * k, sigma_r=0.25)
     out = ImageEnhance.Color(_rgb(paint)).enhance(1.1 + intensity / 30)
     out = ImageEnhance.Contrast(out).enhance(1.05)
     # Impasto: the relief of the paint's luminance (brush borders), lit from the top left, laid on softly.
