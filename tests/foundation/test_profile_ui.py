@@ -171,3 +171,25 @@ def test_a_profile_that_no_longer_validates_names_the_field(prefect_server, demo
     write_back(doc, {**doc["data"], "palette": ["red"]})
     with pytest.raises(InvalidInput, match="palette colours must be #rrggbb"):
         load_profile("badpal")
+
+
+def test_an_s3_profile_keeps_its_nested_credentials_through_a_ui_edit(prefect_server, demo_profile, tmp_path):
+    """S3 source and S3 target (prefect-aws S3Bucket twice in one schema): saved, edited, loaded."""
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    from blocks.targets.s3 import S3Target
+    from tasks.profiles import load_profile
+
+    creds = AwsCredentials(aws_access_key_id="AKIATEST", aws_secret_access_key="s3-secret-key")
+    profile = rich_profile(demo_profile, tmp_path).model_copy(update={
+        "client_id": "s3ui", "source": S3Bucket(bucket_name="in", credentials=creds),
+        "target": S3Target(bucket=S3Bucket(bucket_name="out", credentials=creds))})
+    profile.save("s3ui", overwrite=True)
+    doc = read_document("s3ui")
+    assert doc["data"]["target"]["bucket"]["credentials"]["aws_secret_access_key"] != "s3-secret-key"
+    write_back(doc, {**copy.deepcopy(doc["data"]), "display_name": "S3 UI"})
+
+    loaded = load_profile("s3ui")
+    expected = {**comparable(profile), "display_name": "S3 UI"}
+    assert comparable(loaded) == expected
+    assert type(loaded.target) is S3Target and loaded.target.bucket.credentials.aws_secret_access_key.get_secret_value() == "s3-secret-key"
