@@ -17,14 +17,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import sys
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TextIO
 
-from blocks.ledger import Ledger
-from flows.audit import artifact_key, audit_image, render_lineage
-from models import LedgerEntry
+# Offline by default: a temporary Prefect server (to read a --client profile) must not try to send telemetry.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from blocks.ledger import Ledger  # noqa: E402 - after the environment default above
+from flows.audit import artifact_key, audit_image, render_lineage  # noqa: E402
+from models import LedgerEntry  # noqa: E402
 
 EXPORT_COLUMNS = ["id", *LedgerEntry.model_fields]
 
@@ -130,10 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
-
-    # Loading a profile emits a Prefect "block loaded" event; its delivery at exit is not the user's concern.
+    # Loading a profile emits a Prefect "block loaded" event; its delivery at exit is not the user's concern,
+    # nor is the temporary server's start and stop: the command's own output is what it prints.
+    # (The events worker drains at interpreter exit, after this returns: its logger stays quiet.)
     logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+    prefect_logger = logging.getLogger("prefect")
+    before = prefect_logger.level
+    prefect_logger.setLevel(logging.WARNING)
+    try:
+        return run_command(argv)
+    finally:
+        prefect_logger.setLevel(before)
+
+
+def run_command(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.client) == bool(args.all_clients):
@@ -167,4 +181,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # A command line: the temporary server's stop message at exit is noise too.
+    logging.getLogger("prefect").setLevel(logging.WARNING)
     sys.exit(main())
