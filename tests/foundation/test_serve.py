@@ -79,6 +79,11 @@ def test_make_serve_starts_everything_and_ctrl_c_stops_it(tmp_path):
             # The nightly schedule's deployment, run now: it succeeds as shipped.
             run = run_deployment("catalog-refresh/nightly-demo", timeout=600)
             assert run.state.is_completed(), run.state
+            # The process-wide events worker was started against this server: stop it here, so the
+            # next test's events go to that test's server, not to this one after it is gone.
+            from prefect.events.worker import EventsWorker
+
+            EventsWorker.drain_all(timeout=30)
         assert (tmp_path / "state" / "gallery" / "index.html").exists()
 
         proc.send_signal(signal.SIGINT)
