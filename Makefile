@@ -1,5 +1,6 @@
 # brandforge — two commands on a fresh machine:
-#   make run   creates the virtual environment if missing, installs, runs the demo catalog
+#   make run   creates the virtual environment if missing, installs, runs the demo catalog (V=1: full logs)
+#   make serve the same install, then a local Prefect server + every deployment + the webhook gateway (Ctrl-C stops)
 #   make test  installs everything (including the [aesthetic] extra) and runs the whole suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: run test link system-deps bench clean
+.PHONY: run serve test link system-deps bench clean
 
 # A current pip: the one Python 3.11 ships (23.x) backtracks for many minutes on this
 # dependency set; pip 26 resolves it in seconds.
@@ -35,7 +36,12 @@ link:
 
 run: $(VENV)/.run-$(HASH)
 	@$(MAKE) --no-print-directory link
-	PREFECT_LOGGING_LEVEL=INFO $(BIN)/python -m deployments.demo
+	PREFECT_LOGGING_LEVEL=INFO $(BIN)/python -m deployments.demo $(if $(V),-v)
+
+# PORT / GATEWAY_PORT: where the Prefect UI+API and the webhook gateway listen.
+serve: $(VENV)/.run-$(HASH)
+	@$(MAKE) --no-print-directory link
+	$(BIN)/python -m deployments.serve --port $(or $(PORT),4200) --gateway-port $(or $(GATEWAY_PORT),8700)
 
 system-deps:
 	bash scripts/system-deps.sh

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Literal, Union
+from typing import Literal, Union, get_args
 
 from prefect.blocks.core import Block
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
-from pydantic import Field, SecretStr, SerializationInfo, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, Field, SecretStr, SerializationInfo, ValidationInfo, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from blocks.aesthetic import AestheticModel
 from blocks.c2pa_signer import C2paSigner
 from blocks.ledger import Ledger
-from blocks.providers.base import ImageProvider
+from blocks.providers.diffusers_local import DiffusersProvider
+from blocks.providers.fal import FalProvider
+from blocks.providers.leonardo import LeonardoProvider
 from blocks.providers.local_engine import LocalEngine
-from blocks.refiners import ImageRefiner
-from blocks.targets.base import PublishTarget
+from blocks.providers.openai_images import OpenAIImagesProvider
+from blocks.providers.replicate import ReplicateProvider, ReplicateRefiner
+from blocks.providers.stability import StabilityProvider, StabilityRefiner
 from blocks.targets.gallery import LocalGallery
+from blocks.targets.s3 import S3Target
+from blocks.targets.strapi import StrapiSite
+from blocks.targets.wordpress import WordPressSite
 from blocks.triggers import SnsSettings, StrapiTrigger
 from models import GateThresholds, InvalidInput, Recipe, RoutingRule
 
@@ -45,6 +51,50 @@ def foreign_block_error(client_id: str, block_name: str, what: str) -> str:
     return (f"{what} names block {block_name!r}, which is not client {client_id!r}'s: a profile may use only its "
             f"own blocks (named {client_id!r} or '{client_id}-…') or shared ones (named '{SHARED_BLOCK_PREFIX}…')")
 ANCHORS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
+
+
+# Nested blocks are typed as unions of the concrete block types (never the abstract bases): Prefect's
+# form then offers a picker of exactly these types, and a saved document names its type by its
+# `block_type_slug`, so a profile written back by the UI loads as the same blocks.
+ProviderBlock = Union[LocalEngine, ReplicateProvider, FalProvider, StabilityProvider, OpenAIImagesProvider,
+                      LeonardoProvider, DiffusersProvider]
+TargetBlock = Union[LocalGallery, WordPressSite, StrapiSite, S3Target]
+RefinerBlock = Union[ReplicateRefiner, StabilityRefiner, ReplicateProvider, StabilityProvider]
+OPTIONAL_BLOCK_FIELDS = ("source", "aesthetic", "refiner", "c2pa_signer")
+UNION_BLOCK_FIELDS = {"provider": ProviderBlock, "target": TargetBlock, "refiner": RefinerBlock,
+                      "source": Union[LocalFileSystem, S3Bucket]}
+MASK = re.compile(r"\*{8,}")
+
+
+def secret_values(block: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted path, value) of every secret in a block and the blocks nested in it."""
+    found: list[tuple[str, str]] = []
+    for name in type(block).model_fields:
+        value = getattr(block, name, None)
+        path = f"{prefix}{name}"
+        if isinstance(value, SecretStr):
+            found.append((path, value.get_secret_value()))
+        elif isinstance(value, BaseModel):
+            found.extend(secret_values(value, f"{path}."))
+    return found
+
+
+def with_block_type_slugs(data: dict, references: dict) -> dict:
+    """Block document data with each referenced (saved) nested block's `block_type_slug` filled in.
+
+    The API inlines a referenced block's data without its type; blocks accept extra keys, so
+    among a union of block types the first one would take any data. The reference names the type."""
+    data = dict(data)
+    for name, ref in (references or {}).items():
+        doc = ref.get("block_document") or {}
+        block_type = doc.get("block_type")
+        slug = block_type.get("slug") if isinstance(block_type, dict) else getattr(block_type, "slug", None)
+        if isinstance(data.get(name), dict):
+            nested = with_block_type_slugs(data[name], doc.get("block_document_references") or {})
+            if slug:
+                nested.setdefault("block_type_slug", slug)
+            data[name] = nested
+    return data
 
 
 def is_anonymous_name(name: str) -> bool:
@@ -74,9 +124,11 @@ class ClientProfile(Block):
     gates: GateThresholds = Field(default_factory=GateThresholds)
     aesthetic: AestheticModel | None = Field(None, description="LAION aesthetic predictor for the aesthetic gate; null leaves the gate out.")
     source: Union[LocalFileSystem, S3Bucket, None] = Field(None, description="Where the catalog's source images live.")
-    provider: ImageProvider = Field(default_factory=LocalEngine, description="Image-to-image provider block.")
-    target: PublishTarget = Field(default_factory=LocalGallery, description="Where passing images are published.")
-    ledger: Ledger = Field(default_factory=Ledger, description="Audit record and idempotency index.")
+    provider: ProviderBlock = Field(default_factory=LocalEngine, description="Image-to-image provider block.")
+    target: TargetBlock = Field(default_factory=LocalGallery, description="Where passing images are published.")
+    # Required: a profile without its ledger must fail, never fall back to some default file (that
+    # would lose the client's history and its idempotency index without a word).
+    ledger: Ledger = Field(description="Audit record and idempotency index (required: the client's history lives there).")
     webhook_token: SecretStr | None = Field(
         None, description="Bearer token the webhook gateway requires on this client's asset notifications (S3, CMS)."
     )
@@ -88,11 +140,67 @@ class ClientProfile(Block):
         "(S3 object tag / hidden sidecar file), or move it under archive_prefix.",
     )
     archive_prefix: str = Field("archive/", description="Where source_handling 'move' puts published sources (S3 key prefix or sub-folder).")
-    refiner: ImageRefiner | None = Field(None, description="Upscale / face-restore / outpaint service the post-processing chain uses.")
+    refiner: RefinerBlock | None = Field(None, description="Upscale / face-restore / outpaint service the post-processing chain uses.")
     c2pa_signer: C2paSigner | None = Field(None, description="Signs C2PA manifests when a recipe's encode step sets c2pa.")
     max_assets_per_run: int | None = Field(None, ge=1)
     run_budget_usd: float | None = Field(None, ge=0, description="Most a single catalog run may spend.")
     monthly_budget_usd: float | None = Field(None, ge=0, description="Most this client may spend per calendar month.")
+
+    @classmethod
+    def model_json_schema(cls, *args, **kwargs) -> dict:
+        """Prefect's schema, less one block reference the Prefect 3.8 server cannot store.
+
+        A block type reachable along two paths of one schema (prefect-aws `S3Bucket`: the S3
+        `source`, and the S3 `target`'s `bucket`) makes the server wrap its children's references
+        in a list of lists and answer 500 to every read of the schema
+        (`_construct_block_schema_fields_with_block_references`). The `target` → S3Target
+        reference is left out of `block_schema_references` only: the form's definitions (and so
+        the UI's picker), validation and loading still know S3Target, and it registers on its own."""
+        schema = super().model_json_schema(*args, **kwargs)
+        refs = schema.get("block_schema_references", {})
+        targets = refs.get("target")
+        if isinstance(targets, list):
+            kept = [r for r in targets if r.get("block_type_slug") != S3Target.get_block_type_slug()]
+            refs["target"] = kept[0] if len(kept) == 1 else kept
+        return schema
+
+    @classmethod
+    def _from_block_document(cls, block_document):
+        data = with_block_type_slugs(block_document.data, block_document.block_document_references)
+        return super()._from_block_document(block_document.model_copy(update={"data": data}))
+
+    @field_validator(*OPTIONAL_BLOCK_FIELDS, mode="before")
+    @classmethod
+    def _empty_block_is_none(cls, v: object) -> object:
+        """An optional block left empty in a form arrives as `{}`: it means none, not a block of defaults."""
+        return None if v == {} else v
+
+    @field_validator(*UNION_BLOCK_FIELDS, mode="before")
+    @classmethod
+    def _block_type_of_data(cls, v: object, info: ValidationInfo) -> object:
+        """Nested block data without its `block_type_slug` (a saved block's data written back inline)
+        gets the one block type whose fields it fits; blocks accept extra keys, so without this the
+        union's first type would take anyone's data. Data that fits none, or several, is an error."""
+        if not isinstance(v, dict) or not v or "block_type_slug" in v or "$ref" in v:
+            return v
+        members = [m for m in get_args(UNION_BLOCK_FIELDS[info.field_name]) if isinstance(m, type) and issubclass(m, Block)]
+        fitting = [m for m in members if set(v) <= set(m.model_fields)]
+        if len(fitting) != 1:
+            names = [m.get_block_type_slug() for m in (fitting or members)]
+            raise ValueError(f"{info.field_name} does not say which block type it is (no block_type_slug) and its fields fit "
+                             f"{'none' if not fitting else 'several'} of {names}; choose the block again in the form")
+        return {**v, "block_type_slug": fitting[0].get_block_type_slug()}
+
+    @model_validator(mode="after")
+    def _no_masked_secrets(self) -> "ClientProfile":
+        """A secret that reads as Prefect's mask was written back from a form that showed it masked
+        (the server restores masks only for the profile's own inline blocks): refuse it by name
+        rather than send '********' to a provider."""
+        for path, value in secret_values(self):
+            if MASK.fullmatch(value):
+                raise ValueError(f"{path} holds the masked value {value!r} the Prefect UI shows for a secret, not the "
+                                 "secret itself: choose the saved block again (or re-enter the secret) and save")
+        return self
 
     @field_validator("client_id")
     @classmethod

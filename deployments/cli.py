@@ -17,14 +17,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import sys
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TextIO
 
-from blocks.ledger import Ledger
-from flows.audit import artifact_key, audit_image, render_lineage
-from models import LedgerEntry
+# Offline by default: a temporary Prefect server (to read a --client profile) must not try to send telemetry.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from blocks.ledger import Ledger  # noqa: E402 - after the environment default above
+from flows.audit import artifact_key, audit_image, render_lineage  # noqa: E402
+from models import LedgerEntry  # noqa: E402
 
 EXPORT_COLUMNS = ["id", *LedgerEntry.model_fields]
 
@@ -54,17 +58,61 @@ def resolve_ledger(args: argparse.Namespace) -> Ledger:
     return Ledger(url=os.environ.get("BRANDFORGE_LEDGER_URL") or Ledger().url, password=password)
 
 
+# Cells that hold lists: one cell, items separated by spaces (URIs and ids have none).
+LIST_COLUMNS = ("job_ids", "output_uris")
+# Dict fields spread into one column per key, named prefix.key, so a spreadsheet filters on them.
+SPREAD_COLUMNS = {"params": "param", "timings": "seconds", "remote_ids": "remote"}
+
+
+def chosen_scores(scores: dict) -> dict[str, object]:
+    """The scores a person filters on: the chosen variant's (or, with none chosen, the first one's) metrics,
+    which variant that was and the gates it failed; other scalar scores as they are."""
+    variants = sorted(k for k, v in scores.items() if k.startswith("variant-") and isinstance(v, dict))
+    chosen = scores.get("chosen")
+    key = f"variant-{chosen}" if isinstance(chosen, int) and f"variant-{chosen}" in scores else (variants[0] if variants else None)
+    flat: dict[str, object] = {}
+    if key:
+        flat["score.variant"] = key.removeprefix("variant-")
+        flat.update({f"score.{metric}": value for metric, value in scores[key].items()})
+        failed = (scores.get("failed") or {}).get(key)
+        if failed is not None:
+            flat["score.failed_gates"] = " ".join(str(f) for f in failed)
+    flat["score.variants"] = len(variants)
+    for k, v in scores.items():
+        if k not in ("chosen", "failed") and not k.startswith("variant-"):
+            flat[f"score.{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+    return flat
+
+
+def flat_record(record: dict) -> dict[str, object]:
+    """One ledger row as spreadsheet cells: no JSON in any cell a person would filter on."""
+    flat: dict[str, object] = {}
+    for k, v in record.items():
+        if k in LIST_COLUMNS:
+            flat[k] = " ".join(str(x) for x in v)
+        elif k == "scores":
+            flat.update(chosen_scores(v))
+        elif k in SPREAD_COLUMNS:
+            for sub, value in v.items():
+                cell = " ".join(map(str, value)) if isinstance(value, list) else value
+                flat[f"{SPREAD_COLUMNS[k]}.{sub}"] = json.dumps(cell, sort_keys=True) if isinstance(cell, dict) else cell
+        else:
+            flat[k] = v
+    return flat
+
+
 def export_rows(rows: list[tuple[int, LedgerEntry]], fmt: str, out: TextIO) -> None:
     records = [{"id": row_id, **entry.model_dump(mode="json")} for row_id, entry in rows]
     if fmt == "json":
         json.dump(records, out, indent=2, sort_keys=False)
         out.write("\n")
         return
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
+    flat = [flat_record(r) for r in records]
+    fixed = [c for c in EXPORT_COLUMNS if c != "scores" and c not in SPREAD_COLUMNS]
+    spread = sorted({k for r in flat for k in r} - set(fixed), key=lambda c: (c.split(".")[0] != "score", c))
+    writer = csv.DictWriter(out, fieldnames=fixed + spread, extrasaction="ignore")
     writer.writeheader()
-    for record in records:
-        # Nested values as JSON text: one row per ledger row, readable by any spreadsheet.
-        writer.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in record.items()})
+    writer.writerows(flat)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Loading a profile emits a Prefect "block loaded" event; its delivery at exit is not the user's concern,
+    # nor is the temporary server's start and stop: the command's own output is what it prints.
+    # (The events worker drains at interpreter exit, after this returns: its logger stays quiet.)
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+    prefect_logger = logging.getLogger("prefect")
+    before = prefect_logger.level
+    prefect_logger.setLevel(logging.WARNING)
+    try:
+        return run_command(argv)
+    finally:
+        prefect_logger.setLevel(before)
+
+
+def run_command(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.client) == bool(args.all_clients):
@@ -119,4 +181,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # A command line: the temporary server's stop message at exit is noise too.
+    logging.getLogger("prefect").setLevel(logging.WARNING)
     sys.exit(main())

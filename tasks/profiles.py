@@ -11,6 +11,30 @@ from models import InvalidInput, describe_validation_error
 from tasks.postprocess.chain import ChainContext, prepare_chain
 
 
+def describe_profile_error(client: str, exc: ValidationError) -> str:
+    """Each problem of a saved profile, a recipe's named by the recipe (its name read from the saved data)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as api:
+            data = api.read_block_document_by_name(name=client, block_type_slug=ClientProfile.get_block_type_slug()).data
+        names = [r.get("name") if isinstance(r, dict) else None for r in data.get("recipes") or []]
+    except Exception:  # noqa: BLE001 - the names only improve the message
+        names = []
+    parts = []
+    for err in exc.errors():
+        loc = list(err.get("loc", ()))
+        prefix = ""
+        if len(loc) >= 2 and loc[0] == "recipes" and isinstance(loc[1], int) and loc[1] < len(names) and names[loc[1]]:
+            prefix, loc = f"recipe {names[loc[1]]!r}: ", loc[2:]
+        field = ".".join(str(p) for p in loc)
+        msg = err.get("msg", "").removeprefix("Value error, ")
+        if field and not msg.startswith(field.split(".")[-1]):
+            msg = f"{field}: {msg}"
+        parts.append(prefix + msg)
+    return "; ".join(parts) or describe_validation_error(exc)
+
+
 def load_profile(client: str) -> ClientProfile:
     """The saved ClientProfile block named `client`, checked to use only its own or shared blocks.
 
@@ -20,6 +44,11 @@ def load_profile(client: str) -> ClientProfile:
         profile = ClientProfile.load(client)
     except ValidationError as exc:  # a saved profile that no longer validates (e.g. a recipe's negative seed)
         raise InvalidInput(f"ClientProfile block {client!r} is invalid: {describe_validation_error(exc)}") from exc
+    except RuntimeError as exc:  # Prefect wraps the ValidationError ("… due to failed validation")
+        if not isinstance(exc.__cause__, ValidationError):
+            raise
+        raise InvalidInput(f"ClientProfile block {client!r} is invalid: {describe_profile_error(client, exc.__cause__)} "
+                           "(fix it in the Prefect UI: Blocks → Brandforge Client Profile)") from exc
     except ValueError as exc:
         raise InvalidInput(f"unknown client {client!r}: no ClientProfile block of that name "
                            f"(save one as block type {ClientProfile.get_block_type_slug()!r}, name {client!r})") from exc

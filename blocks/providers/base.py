@@ -22,6 +22,8 @@ not sent there (and carries the contract's default where it is supported).
 
 from __future__ import annotations
 
+from abc import ABC
+
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -79,7 +81,7 @@ def within(lo: float, hi: float, why: str, convert: Callable[[Any], Any] = _same
     return check
 
 
-class ImageProvider(Block):
+class ImageProvider(Block, ABC):
     """Base class of provider blocks; not registered on its own."""
 
     _block_type_name = "Image Provider"
@@ -169,7 +171,7 @@ class ImageProvider(Block):
         raise Rejected(f"{self.provider_name} does not send webhooks", provider=self.provider_name)
 
 
-class ImageRefiner(Block):
+class ImageRefiner(Block, ABC):
     """The refine capability: upscale, restore faces or outpaint one finished image (encoded bytes in
     and out). Provider blocks that serve it (Replicate, Stability) inherit it, so one block, one token
     and one HTTP path do both generation and refining; not registered on its own."""

@@ -9,6 +9,8 @@ so `fetch` works from any retry of the task. What each provider honours is its
 
 from __future__ import annotations
 
+from abc import ABC
+
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +20,7 @@ from blocks.providers.base import ImageProvider
 from models import JobHandle, JobState, JobStatus, Transient
 
 
-class HostedProvider(ImageProvider):
+class HostedProvider(ImageProvider, ABC):
     """Base of provider blocks that talk to an HTTP API; not registered on its own."""
 
     _block_type_name = "Hosted Image Provider"
@@ -78,7 +80,7 @@ class HostedProvider(ImageProvider):
         return stored
 
 
-class SynchronousProvider(HostedProvider):
+class SynchronousProvider(HostedProvider, ABC):
     """A provider whose answer to `submit` is the images (Stability, OpenAI, in-process diffusers):
     `submit` stores them, `status` and `fetch` read them back; not registered on its own."""
 

@@ -8,6 +8,8 @@ upload and post, a retry or a rerun never creates a second item), and
 
 from __future__ import annotations
 
+from abc import ABC
+
 import re
 from pathlib import Path
 from typing import ClassVar
@@ -23,7 +25,7 @@ def keyed_filename(item: PublishItem, key_chars: int = 16) -> str:
     return f"{stem[:80]}-{item.publish_key[:key_chars]}{Path(item.image_path).suffix.lower() or '.jpg'}"
 
 
-class PublishTarget(Block):
+class PublishTarget(Block, ABC):
     """Base class of publish targets; not registered on its own."""
 
     _block_type_name = "Publish Target"

@@ -33,6 +33,7 @@ from models import Candidate, GateScore, GateThresholds, Recipe
 from tasks.gates.aesthetic import score_aesthetic
 from tasks.gates.artifacts import artifact_scores
 from tasks.gates.brand import brand_scores
+from tasks.gates.report import thumbnail_data_uri
 from tasks.gates.duplicates import check_duplicate, phash
 from tasks.gates.technical import technical_scores, working_copy
 
@@ -46,6 +47,9 @@ class GateReview(RunInput):
         "reject", description="approve: publish this variant; reject: quarantine it; regenerate: try again on the next run.",
     )
     note: str = Field("", description="Why (kept in the ledger); for regenerate, what to change.")
+
+
+REVIEW_PREVIEW_PX = 512
 
 
 class GateDecision(BaseModel):
@@ -73,8 +77,12 @@ class GateDecision(BaseModel):
         c = self.chosen
         if c is None:
             return "No variant to review."
-        lines = [f"**{self.reason}**. Approve to publish it, reject to quarantine it, or ask for a regeneration.",
-                 "", f"Image: `{c.path}`", "", "| gate | score | threshold | passed | detail |", "|---|---|---|---|---|"]
+        # The image itself, inline (the form's markdown renders data: URIs), then where it lies.
+        preview = thumbnail_data_uri(c.path, size=REVIEW_PREVIEW_PX)
+        lines = [f"**{self.reason}**. Approve to publish it, reject to quarantine it, or ask for a regeneration.", ""]
+        if preview:
+            lines += [f"![variant {c.index}]({preview})", ""]
+        lines += [f"Image: `{c.path}`", "", "| gate | score | threshold | passed | detail |", "|---|---|---|---|---|"]
         lines += [f"| {s.gate} | {s.score} | {s.threshold} | {'yes' if s.passed else 'NO'} | {s.detail} |" for s in c.scores]
         return "\n".join(lines)
 

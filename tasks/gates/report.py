@@ -5,7 +5,9 @@ asset, variant, chosen?, final state, each gate's score) and a markdown
 report with the aesthetic-score histogram drawn as a PNG inline (a data: URI,
 which the Prefect UI's markdown renders; `create_image_artifact` would need a
 public URL) plus the same bins as a text table, when enough assets have an
-aesthetic score.
+aesthetic score. The report opens with each asset's image as a small inline
+JPEG thumbnail beside its state and its chosen variant's main scores, so a
+person sees what the gates judged without leaving the run page.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import base64
 import io
 import math
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from models import AssetOutcome
 
 MIN_HISTOGRAM_ASSETS = 5
 BIN_WIDTH = 0.5
+THUMBNAIL_PX = 192
+# Inline thumbnails cost ~6-10 kB each in the artifact: a large catalog's report shows the first ones.
+MAX_THUMBNAILS = 40
+# The scores shown beside a thumbnail, when the variant has them.
+HEADLINE_SCORES = ("aesthetic", "sharpness", "exposure", "contrast", "noise", "palette")
 
 
 def score_rows(outcomes: list[AssetOutcome]) -> list[dict]:
@@ -93,10 +100,48 @@ def histogram_png(values: list[float], threshold: float | None = None, size: tup
     return buf.getvalue()
 
 
+def thumbnail_data_uri(uri: str, size: int = THUMBNAIL_PX) -> str | None:
+    """A local image (a path or file:// URI) as a small JPEG data: URI; None for remote or unreadable ones."""
+    path = uri.removeprefix("file://")
+    if "://" in path:
+        return None
+    try:
+        with Image.open(path) as img:
+            thumb = ImageOps.exif_transpose(img).convert("RGB")
+            thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    except (OSError, ValueError):
+        return None
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=72, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def images_section(outcomes: list[AssetOutcome]) -> list[str]:
+    """Markdown rows: each asset's (first) output as a thumbnail, its state and its chosen variant's headline scores."""
+    lines = ["## Images", "", "| asset | image | state | scores |", "|---|---|---|---|"]
+    for o in outcomes[:MAX_THUMBNAILS]:
+        uri = o.output_uris[0] if o.output_uris else None
+        thumb = thumbnail_data_uri(uri) if uri else None
+        image = f"![{_cell(o.name)}]({thumb})" if thumb else (f"`{_cell(uri)}`" if uri else "—")
+        chosen = o.scores.get("chosen")
+        variant = o.scores.get(f"variant-{chosen if isinstance(chosen, int) else 0}") or {}
+        scores = " · ".join(f"{g} {variant[g]:.4g}" for g in HEADLINE_SCORES if isinstance(variant.get(g), (int, float)))
+        lines.append(f"| {_cell(o.name)} | {image} | {_cell(o.label[:120])} | {scores or '—'} |")
+    if len(outcomes) > MAX_THUMBNAILS:
+        lines.append(f"| … | {len(outcomes) - MAX_THUMBNAILS} more asset(s): see the table artifact | | |")
+    return lines + [""]
+
+
 def report_markdown(client: str, outcomes: list[AssetOutcome], threshold: float | None = None) -> str:
     """The gate report: per-gate failure counts, and the aesthetic histogram when enough assets have a score."""
     rows = score_rows(outcomes)
     lines = [f"# Gate report: {client}", "", f"{len(rows)} variant(s) of {len(outcomes)} asset(s) scored.", ""]
+    if outcomes:
+        lines += images_section(outcomes)
     failures: dict[str, int] = {}
     for o in outcomes:
         for gates in (o.scores.get("failed") or {}).values():

@@ -111,11 +111,16 @@ def _reframe(image: Image.Image, p: reframe.ReframeParams, ctx: ChainContext) ->
         return reframe.merge_outpaint(image, painted, geometry), {"ratio": ratio, "fill": "provider"}
     fill = "blur" if p.fill in ("auto", "provider") else p.fill
     out = reframe.reframe_local(image, ratio, p.mode, fill, faces=p.attention == "saliency+faces")
+    if p.main_ratio and p.mode == "crop":
+        # An extra format is never smaller than the main one: its short side is at least the main crop's.
+        out = reframe.at_least_short_side(out, min(reframe.crop_size(image.size, reframe.parse_ratio(p.main_ratio))))
     return out, {"ratio": ratio, "mode": p.mode, **({"fill": fill} if p.mode == "extend" else {})}
 
 
 def _reframe_variants(p: reframe.ReframeParams) -> list[tuple[str, Any]]:
-    return [(reframe.ratio_label(r), p.model_copy(update={"ratios": [r]})) for r in p.ratios]
+    main = p.ratios[0]
+    return [(reframe.ratio_label(r), p.model_copy(update={"ratios": [r], "main_ratio": None if r == main else main}))
+            for r in p.ratios]
 
 
 def _check_upscale(p: upscale.UpscaleParams, ctx: ChainContext) -> None:

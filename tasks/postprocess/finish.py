@@ -22,7 +22,7 @@ class GrainParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: float = Field(6.0, ge=0, le=64, description="Standard deviation of the grain, in 8-bit levels.")
-    size: float = Field(1.0, ge=1, le=8, description="Grain size in pixels (1 = per-pixel grain).")
+    size: float = Field(1.0, ge=1, le=8, description="Grain size in pixels at a 1024 px short side (scaled with larger images).")
     colour: bool = Field(False, description="Independent grain per channel (colour film) instead of monochrome.")
     seed: int = Field(0, ge=0, description="Added to the chain's seed, so two grain steps can differ.")
 
@@ -92,7 +92,10 @@ def add_grain(image: Image.Image, p: GrainParams, seed: int) -> Image.Image:
         return image
     image = image.convert("RGB")
     w, h = image.size
-    gw, gh = max(1, round(w / p.size)), max(1, round(h / p.size))
+    # Grain is a property of the film, not of the pixel grid: `size` is in pixels of a 1024 px short side,
+    # so a larger image gets proportionally larger grains (the same look at any resolution).
+    grain_px = p.size * max(1.0, min(w, h) / 1024)
+    gw, gh = max(1, round(w / grain_px)), max(1, round(h / grain_px))
     rng = _rng(seed, p.seed, 0x67726E)
     levels = _gaussian_levels(p.amount)
 

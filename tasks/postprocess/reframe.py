@@ -57,6 +57,8 @@ class ReframeParams(BaseModel):
     )
     refiner: str | None = Field(None, description="Saved refiner block ('slug/name'); default: the client profile's refiner.")
     prompt: str = Field("", description="extend with a provider: what to paint in the new area.")
+    main_ratio: str | None = Field(None, description="Set by the chain on an extra format: the main output's ratio, "
+                                   "whose short side the extra keeps at least (a 9:16 crop of a square is enlarged).")
 
     @field_validator("ratios")
     @classmethod
@@ -251,6 +253,15 @@ def merge_outpaint(image: Image.Image, painted: bytes, geometry: tuple[int, int,
         canvas = canvas.resize((cw, ch), Image.Resampling.LANCZOS)
     canvas.paste(image.convert("RGB"), (left, top))
     return canvas
+
+
+def at_least_short_side(image: Image.Image, short: int) -> Image.Image:
+    """`image` enlarged (Lanczos) so its shorter side is at least `short`; unchanged if it already is."""
+    have = min(image.size)
+    if have >= short:
+        return image
+    scale = short / have
+    return image.resize((max(short, round(image.width * scale)), max(short, round(image.height * scale))), Image.Resampling.LANCZOS)
 
 
 def reframe_local(image: Image.Image, ratio: str, mode: str, fill: str, faces: bool = False) -> Image.Image:

@@ -70,3 +70,22 @@ def test_new_asset_event_starts_process_asset():
             time.sleep(1)
     assert runs, "the trigger did not create a flow run"
     assert runs[0].parameters["asset"] == {"client": "demo", "uri": "file:///catalog/mug.png", "name": "mug.png"}
+
+
+def test_the_pull_step_finds_the_checkout_or_names_the_variable(tmp_path, monkeypatch):
+    """prefect.yaml's pull step, run as a worker runs it: no variable needed; a wrong one is named."""
+    import asyncio
+
+    from prefect.deployments.steps.core import run_steps
+
+    steps = yaml.safe_load((ROOT / "prefect.yaml").read_text())["pull"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BRANDFORGE_HOME", raising=False)
+    out = asyncio.run(run_steps(steps, print_function=lambda *a, **k: None))
+    assert Path.cwd() == ROOT and out["directory"] == str(ROOT)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BRANDFORGE_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(Exception, match="deployments.steps.enter_project") as failed:
+        asyncio.run(run_steps(steps, print_function=lambda *a, **k: None))
+    assert "BRANDFORGE_HOME" in str(failed.value.__cause__)  # the worker logs it with the step's error

@@ -179,3 +179,18 @@ def test_score_candidates_rejects_a_duplicate_of_a_published_image(demo_profile,
     assert d.outcome == "quarantine" and "near-duplicate" in d.reason
     # The same asset republished (its recipe changed) replaces itself: not a duplicate.
     assert score_candidates.fn(variants, demo_profile, source_uri="earlier.png").outcome == "publish"
+
+
+def test_the_review_form_shows_the_image(tmp_path):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    path = tmp_path / "v0.jpg"
+    Image.new("RGB", (1024, 1024), (40, 90, 200)).save(path)
+    t = GateThresholds(review_band={"aesthetic": 0.3})
+    d = decide([cand(0, aesthetic=(4.85, 5.0, False)).model_copy(update={"path": str(path)})], t)
+    match = re.search(r"!\[variant 0\]\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", d.review_prompt())
+    assert match and max(Image.open(io.BytesIO(base64.b64decode(match.group(1)))).size) == 512

@@ -49,3 +49,16 @@ def test_report_without_enough_assets_says_so():
     assert "only 1 asset(s) scored" in report_markdown("acme", [outcome("a.png", [5.0])])
     no_aesthetic = AssetOutcome(client="acme", source_uri="x", name="x", state="published", scores={"variant-0": {"sharpness": 50.0}})
     assert "no aesthetic model" in report_markdown("acme", [no_aesthetic])
+
+
+def test_report_shows_each_image_as_a_thumbnail_with_its_scores(tmp_path):
+    path = tmp_path / "final-0.jpg"
+    Image.new("RGB", (1024, 683), (200, 90, 40)).save(path)
+    shown = outcome("mug.png", [6.2]).model_copy(update={"output_uris": [str(path)]})
+    remote = outcome("remote.png", [5.5]).model_copy(update={"output_uris": ["s3://bucket/out/remote.jpg"]})
+    md = report_markdown("acme", [shown, remote])
+    match = re.search(r"\| mug\.png \| !\[mug\.png\]\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\) \| published \| aesthetic 6\.2 · sharpness 100 \|", md)
+    assert match, md[:600]
+    thumb = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
+    assert thumb.format == "JPEG" and max(thumb.size) == 192
+    assert "| remote.png | `s3://bucket/out/remote.jpg` |" in md  # no preview of a remote image, but where it is

@@ -101,10 +101,12 @@ def test_generate_task_records_price_and_fails_refusals_without_retry(prefect_se
 
 def test_provider_block_round_trips_through_client_profile(prefect_server, tmp_path):
     from blocks.client_profile import ClientProfile
+    from blocks.ledger import Ledger
 
     block = ReplicateProvider(api_key="r8_secret_value", webhook_secret="whsec_c2VjcmV0LXNpZ25pbmcta2V5LTI0Ynl0ZXM", model="acme/img2img",
                               prefer_wait_s=10, price_per_image_usd=0.02)
-    ClientProfile(client_id="acme", provider=block).save("acme-providers-test", overwrite=True)
+    ledger = Ledger(url=f"sqlite:///{tmp_path / 'ledger.db'}")
+    ClientProfile(client_id="acme", provider=block, ledger=ledger).save("acme-providers-test", overwrite=True)
     loaded = ClientProfile.load("acme-providers-test")
     assert isinstance(loaded.provider, ReplicateProvider)
     assert loaded.provider.api_key.get_secret_value() == "r8_secret_value"

@@ -57,8 +57,13 @@ def test_export_csv_for_a_date_range(ledger, capsys):
     assert main(["export", "--since", "2026-11-01", "--until", "2026-11-30", "--format", "csv", "--client", "demo", "--ledger", ledger.url]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["state"] for r in rows] == ["failed", "published"]
-    assert json.loads(rows[1]["remote_ids"])["post_id"] == 41 and rows[1]["seed"] == "1234"
+    assert rows[1]["remote.post_id"] == "41" and rows[1]["seed"] == "1234"
     assert rows[1]["generation_key"] == KEY and rows[1]["cost_usd"] == "0.0115"
+    # One column per score and parameter: the chosen variant's scores, each parameter, no JSON in them.
+    assert rows[1]["score.sharpness"] == "88.5" and rows[1]["score.variant"] == "0"
+    assert rows[1]["param.strength"] == "0.6" and rows[1]["param.prompt"] == "watercolour of a mug"
+    assert rows[1]["job_ids"] == "job-1"
+    assert not any(cell.startswith(("{", "[")) for row in rows for cell in row.values())
 
 
 def test_export_json_to_a_file(ledger, tmp_path):
