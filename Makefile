@@ -36,12 +36,12 @@ link:
 
 run: $(VENV)/.run-$(HASH)
 	@$(MAKE) --no-print-directory link
-	PREFECT_LOGGING_LEVEL=INFO $(BIN)/python -m deployments.demo $(if $(V),-v)
+	PREFECT_LOGGING_LEVEL=INFO $(BIN)/python -m brandforge.deployments.demo $(if $(V),-v)
 
 # PORT / GATEWAY_PORT: where the Prefect UI+API and the webhook gateway listen.
 serve: $(VENV)/.run-$(HASH)
 	@$(MAKE) --no-print-directory link
-	$(BIN)/python -m deployments.serve --port $(or $(PORT),4200) --gateway-port $(or $(GATEWAY_PORT),8700)
+	$(BIN)/python -m brandforge.deployments.serve --port $(or $(PORT),4200) --gateway-port $(or $(GATEWAY_PORT),8700)
 
 system-deps:
 	bash scripts/system-deps.sh

@@ -53,8 +53,8 @@ def peak_rss_mb() -> float:
 
 
 def run_prefect(catalog: Path, state: Path) -> dict:
-    from deployments.demo import demo_profile
-    from flows.catalog_refresh import catalog_refresh
+    from brandforge.deployments.demo import demo_profile
+    from brandforge.flows.catalog_refresh import catalog_refresh
 
     t0 = time.monotonic()
     demo_profile(state, client_id="bench").save("bench", overwrite=True)  # first API call starts the server
@@ -69,20 +69,20 @@ def run_plain(catalog: Path, state: Path) -> dict:
     """The same task functions, called directly: no flow runs, no task runs, no API."""
     from prefect.logging import disable_run_logger
 
-    from deployments.demo import demo_profile
+    from brandforge.deployments.demo import demo_profile
 
     with disable_run_logger():  # task bodies that log would otherwise need a run context
         return _plain_loop(catalog, state, demo_profile(state, client_id="bench"), None)
 
 
 def _plain_loop(catalog: Path, state: Path, profile, storage) -> dict:
-    from models import AssetRef, Candidate, LedgerEntry, PublishItem
-    from tasks.gates.decide import score_candidates
-    from tasks.generate import generate_images
-    from tasks.load import list_local, load_asset
-    from tasks.postprocess.chain import ChainContext, postprocess_candidate
-    from tasks.prompt import plan_asset
-    from tasks.publish import publish_item
+    from brandforge.models import AssetRef, Candidate, LedgerEntry, PublishItem
+    from brandforge.tasks.gates.decide import score_candidates
+    from brandforge.tasks.generate import generate_images
+    from brandforge.tasks.load import list_local, load_asset
+    from brandforge.tasks.postprocess.chain import ChainContext, postprocess_candidate
+    from brandforge.tasks.prompt import plan_asset
+    from brandforge.tasks.publish import publish_item
 
     counts: dict[str, int] = {}
     t1 = time.monotonic()

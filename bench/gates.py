@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from models import GateThresholds  # noqa: E402
-from tasks.gates import artifacts, brand, duplicates, technical  # noqa: E402
-from tasks.gates.decide import score_image  # noqa: E402
+from brandforge.models import GateThresholds  # noqa: E402
+from brandforge.tasks.gates import artifacts, brand, duplicates, technical  # noqa: E402
+from brandforge.tasks.gates.decide import score_image  # noqa: E402
 
 SIDE = 1024
 PALETTE = ["#14213d", "#e8a838", "#fcf6ec", "#2b6f9e", "#c8553d"]
@@ -95,7 +95,7 @@ def aesthetic(models: list[str], batches: list[int]) -> None:
     except ImportError:
         print("aesthetic: torch/open_clip not installed (pip install 'brandforge[aesthetic]'); skipped")
         return
-    from blocks.aesthetic import AestheticModel
+    from brandforge.blocks.aesthetic import AestheticModel
 
     print(f"\nAesthetic gate, random weights (same cost as real), {SIDE}² inputs, torch threads {torch.get_num_threads()}:")
     print(f"  {'model':<22} {'batch':>5} {'s/image':>9} {'images/s':>9}")

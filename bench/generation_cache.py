@@ -41,7 +41,7 @@ from bench.catalog import make_catalog  # noqa: E402
 RUN_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from flows.catalog_refresh import catalog_refresh
+    from brandforge.flows.catalog_refresh import catalog_refresh
     catalog_refresh(client="bench", source={catalog!r}, work_dir={work!r})
 """)
 
@@ -56,10 +56,10 @@ def main() -> None:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    from blocks.providers.replicate import ReplicateProvider
-    from deployments.demo import demo_profile
-    from flows.catalog_refresh import catalog_refresh
-    from models import StepSpec
+    from brandforge.blocks.providers.replicate import ReplicateProvider
+    from brandforge.deployments.demo import demo_profile
+    from brandforge.flows.catalog_refresh import catalog_refresh
+    from brandforge.models import StepSpec
     from tests.fakes import replicate as fake_replicate
     from tests.fakes.base import Knobs, serve
 

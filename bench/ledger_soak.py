@@ -51,10 +51,10 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from blocks.ledger import Ledger
-    from blocks.providers.replicate import ReplicateProvider
-    from deployments.demo import demo_profile
-    from flows.catalog_refresh import catalog_refresh
+    from brandforge.blocks.ledger import Ledger
+    from brandforge.blocks.providers.replicate import ReplicateProvider
+    from brandforge.deployments.demo import demo_profile
+    from brandforge.flows.catalog_refresh import catalog_refresh
     from tests.fakes import replicate as fake_replicate
     from tests.fakes.base import Knobs, serve
     from tests.foundation.test_ledger_catalog import crops
@@ -72,7 +72,7 @@ def main() -> None:
         from prefect_aws import AwsCredentials, S3Bucket
         from prefect_aws.client_parameters import AwsClientParameters
 
-        from blocks.targets.s3 import S3Target
+        from brandforge.blocks.targets.s3 import S3Target
         from tests.conftest import free_port
 
         port = free_port()

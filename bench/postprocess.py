@@ -34,9 +34,9 @@ from PIL import Image, ImageChops, ImageEnhance, ImageFilter
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models import StepSpec  # noqa: E402
-from tasks.postprocess.chain import ChainContext, apply_step, iter_chain, prepare_chain  # noqa: E402
-from tasks.postprocess.encode import EncodeParams, encode_image  # noqa: E402
+from brandforge.models import StepSpec  # noqa: E402
+from brandforge.tasks.postprocess.chain import ChainContext, apply_step, iter_chain, prepare_chain  # noqa: E402
+from brandforge.tasks.postprocess.encode import EncodeParams, encode_image  # noqa: E402
 
 PALETTE = ("#14213d", "#e8a838", "#fcf6ec", "#2b6f9e", "#c8553d")
 LOGO = ROOT / "demo" / "logo.png"

@@ -77,10 +77,10 @@ def main() -> None:
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from blocks.providers.replicate import ReplicateProvider
-    from models import GenerationRequest
-    from tasks.generate import run_generation
-    from tasks.provider_limits import RATE_BATCH_SECONDS
+    from brandforge.blocks.providers.replicate import ReplicateProvider
+    from brandforge.models import GenerationRequest
+    from brandforge.tasks.generate import run_generation
+    from brandforge.tasks.provider_limits import RATE_BATCH_SECONDS
     from tests.fakes import replicate as fake_replicate
     from tests.fakes.base import Knobs, serve
 

@@ -1,26 +1,26 @@
 """Prefect blocks of brandforge: configured connectors with their methods.
 
-`prefect block register -m blocks` registers every block type listed here.
+`prefect block register -m brandforge.blocks` registers every block type listed here.
 """
 
-from blocks.aesthetic import AestheticModel
-from blocks.c2pa_signer import C2paSigner
-from blocks.client_profile import ClientProfile
-from blocks.ledger import Ledger
-from blocks.providers.base import ImageProvider
-from blocks.providers.diffusers_local import DiffusersProvider
-from blocks.providers.fal import FalProvider
-from blocks.providers.leonardo import LeonardoProvider
-from blocks.providers.local_engine import LocalEngine
-from blocks.providers.openai_images import OpenAIImagesProvider
-from blocks.providers.replicate import ReplicateProvider
-from blocks.providers.stability import StabilityProvider
-from blocks.refiners import ImageRefiner, ReplicateRefiner, StabilityRefiner
-from blocks.targets.base import PublishTarget
-from blocks.targets.gallery import LocalGallery
-from blocks.targets.s3 import S3Target
-from blocks.targets.strapi import StrapiSite
-from blocks.targets.wordpress import WordPressSite
+from brandforge.blocks.aesthetic import AestheticModel
+from brandforge.blocks.c2pa_signer import C2paSigner
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.ledger import Ledger
+from brandforge.blocks.providers.base import ImageProvider
+from brandforge.blocks.providers.diffusers_local import DiffusersProvider
+from brandforge.blocks.providers.fal import FalProvider
+from brandforge.blocks.providers.leonardo import LeonardoProvider
+from brandforge.blocks.providers.local_engine import LocalEngine
+from brandforge.blocks.providers.openai_images import OpenAIImagesProvider
+from brandforge.blocks.providers.replicate import ReplicateProvider
+from brandforge.blocks.providers.stability import StabilityProvider
+from brandforge.blocks.refiners import ImageRefiner, ReplicateRefiner, StabilityRefiner
+from brandforge.blocks.targets.base import PublishTarget
+from brandforge.blocks.targets.gallery import LocalGallery
+from brandforge.blocks.targets.s3 import S3Target
+from brandforge.blocks.targets.strapi import StrapiSite
+from brandforge.blocks.targets.wordpress import WordPressSite
 
 __all__ = [
     "AestheticModel", "C2paSigner", "ClientProfile", "ImageProvider", "ImageRefiner", "Ledger", "LocalEngine",

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from models import BrandforgeError
+from brandforge.models import BrandforgeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from PIL import Image

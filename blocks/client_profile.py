@@ -18,22 +18,22 @@ from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 from pydantic import BaseModel, Field, SecretStr, SerializationInfo, ValidationInfo, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
-from blocks.aesthetic import AestheticModel
-from blocks.c2pa_signer import C2paSigner
-from blocks.ledger import Ledger
-from blocks.providers.diffusers_local import DiffusersProvider
-from blocks.providers.fal import FalProvider
-from blocks.providers.leonardo import LeonardoProvider
-from blocks.providers.local_engine import LocalEngine
-from blocks.providers.openai_images import OpenAIImagesProvider
-from blocks.providers.replicate import ReplicateProvider, ReplicateRefiner
-from blocks.providers.stability import StabilityProvider, StabilityRefiner
-from blocks.targets.gallery import LocalGallery
-from blocks.targets.s3 import S3Target
-from blocks.targets.strapi import StrapiSite
-from blocks.targets.wordpress import WordPressSite
-from blocks.triggers import SnsSettings, StrapiTrigger
-from models import GateThresholds, InvalidInput, Recipe, RoutingRule
+from brandforge.blocks.aesthetic import AestheticModel
+from brandforge.blocks.c2pa_signer import C2paSigner
+from brandforge.blocks.ledger import Ledger
+from brandforge.blocks.providers.diffusers_local import DiffusersProvider
+from brandforge.blocks.providers.fal import FalProvider
+from brandforge.blocks.providers.leonardo import LeonardoProvider
+from brandforge.blocks.providers.local_engine import LocalEngine
+from brandforge.blocks.providers.openai_images import OpenAIImagesProvider
+from brandforge.blocks.providers.replicate import ReplicateProvider, ReplicateRefiner
+from brandforge.blocks.providers.stability import StabilityProvider, StabilityRefiner
+from brandforge.blocks.targets.gallery import LocalGallery
+from brandforge.blocks.targets.s3 import S3Target
+from brandforge.blocks.targets.strapi import StrapiSite
+from brandforge.blocks.targets.wordpress import WordPressSite
+from brandforge.blocks.triggers import SnsSettings, StrapiTrigger
+from brandforge.models import GateThresholds, InvalidInput, Recipe, RoutingRule
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 PROMPT_SLOTS = {"subject", "style", "palette", "client", "extra"}

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from blocks.url_guard import GuardedSyncTransport, GuardedTransport, UrlPolicy, UrlRefused, parse_host, same_origin
-from models import PublishError, RateLimited, Rejected, Transient
+from brandforge.blocks.url_guard import GuardedSyncTransport, GuardedTransport, UrlPolicy, UrlRefused, parse_host, same_origin
+from brandforge.models import PublishError, RateLimited, Rejected, Transient
 
 DEFAULT_TIMEOUT_S = 30.0
 LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)

@@ -31,13 +31,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from sqlalchemy import Connection, Engine, and_, create_engine, event, func, inspect, or_, select, text
 from sqlalchemy.engine import URL, make_url
 
-from blocks.ledger_schema import (
+from brandforge.blocks.ledger_schema import (
     SPENDING_STATES,
     exact_usd,
     ledger_table,
     provider_jobs_table,
 )
-from models import BrandforgeError, JobHandle, LedgerEntry
+from brandforge.models import BrandforgeError, JobHandle, LedgerEntry
 
 MIGRATIONS = Path(__file__).with_name("ledger_migrations")
 

@@ -35,8 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from models import MICRO_USD as MICRO
-from models import exact_usd
+from brandforge.models import MICRO_USD as MICRO
+from brandforge.models import exact_usd
 
 class USD(TypeDecorator):
     """Exact dollars: NUMERIC(18, 6) where the database has a decimal type; on SQLite, whose NUMERIC

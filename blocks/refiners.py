@@ -16,8 +16,8 @@ have always had, so saved refiner blocks still load.
 
 from __future__ import annotations
 
-from blocks.providers.base import ImageRefiner
-from blocks.providers.replicate import ReplicateRefiner
-from blocks.providers.stability import StabilityRefiner
+from brandforge.blocks.providers.base import ImageRefiner
+from brandforge.blocks.providers.replicate import ReplicateRefiner
+from brandforge.blocks.providers.stability import StabilityRefiner
 
 __all__ = ["ImageRefiner", "ReplicateRefiner", "StabilityRefiner"]

@@ -25,9 +25,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from blocks.triggers import SnsSettings
-from blocks.http import reason_from_body, safe_url, sync_client, tls_context
-from blocks.url_guard import UrlPolicy, UrlRefused, parse_host
+from brandforge.blocks.triggers import SnsSettings
+from brandforge.blocks.http import reason_from_body, safe_url, sync_client, tls_context
+from brandforge.blocks.url_guard import UrlPolicy, UrlRefused, parse_host
 
 SNS_HOST_PATTERN = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
 SNS_HOSTS_ENV = "BRANDFORGE_SNS_CERT_HOSTS"

@@ -26,9 +26,9 @@ from typing import TextIO
 # Offline by default: a temporary Prefect server (to read a --client profile) must not try to send telemetry.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from blocks.ledger import Ledger  # noqa: E402 - after the environment default above
-from flows.audit import artifact_key, audit_image, render_lineage  # noqa: E402
-from models import LedgerEntry  # noqa: E402
+from brandforge.blocks.ledger import Ledger  # noqa: E402 - after the environment default above
+from brandforge.flows.audit import artifact_key, audit_image, render_lineage  # noqa: E402
+from brandforge.models import LedgerEntry  # noqa: E402
 
 EXPORT_COLUMNS = ["id", *LedgerEntry.model_fields]
 
@@ -52,7 +52,7 @@ def resolve_ledger(args: argparse.Namespace) -> Ledger:
     if args.ledger:
         return Ledger(url=args.ledger, password=password)
     if args.client:
-        from tasks.profiles import load_profile
+        from brandforge.tasks.profiles import load_profile
 
         return load_profile(args.client).ledger
     return Ledger(url=os.environ.get("BRANDFORGE_LEDGER_URL") or Ledger().url, password=password)

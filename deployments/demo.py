@@ -19,11 +19,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect.filesystems import LocalFileSystem
 
-from blocks.client_profile import ClientProfile
-from blocks.ledger import Ledger
-from blocks.providers.local_engine import LocalEngine
-from blocks.targets.gallery import LocalGallery
-from models import GateThresholds, Recipe, RoutingRule, StepSpec
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.ledger import Ledger
+from brandforge.blocks.providers.local_engine import LocalEngine
+from brandforge.blocks.targets.gallery import LocalGallery
+from brandforge.models import GateThresholds, Recipe, RoutingRule, StepSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
@@ -140,7 +140,7 @@ def quiet_prefect_console(progress: logging.Handler) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.catalog_refresh import catalog_refresh
+    from brandforge.flows.catalog_refresh import catalog_refresh
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", default=str(ROOT / ".brandforge"), help="ledger, jobs, work and gallery folder")

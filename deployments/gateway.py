@@ -55,13 +55,13 @@ from starlette.routing import Route
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 
-from blocks.providers.base import ImageProvider
-from blocks.client_profile import ClientProfile
-from blocks.sns import MESSAGE_TYPES as SNS_MESSAGE_TYPES
-from blocks.sns import SnsRejected, SnsVerifier, topic_allowed
-from blocks.triggers import STRAPI_ENTRY_EVENTS, STRAPI_EVENTS
-from blocks.url_guard import UrlRefused, check_url_form, local_path_under
-from models import (
+from brandforge.blocks.providers.base import ImageProvider
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.sns import MESSAGE_TYPES as SNS_MESSAGE_TYPES
+from brandforge.blocks.sns import SnsRejected, SnsVerifier, topic_allowed
+from brandforge.blocks.triggers import STRAPI_ENTRY_EVENTS, STRAPI_EVENTS
+from brandforge.blocks.url_guard import UrlRefused, check_url_form, local_path_under
+from brandforge.models import (
     ASSET_CREATED_EVENT,
     GENERATION_COMPLETED_EVENT,
     GENERATION_FAILED_EVENT,
@@ -586,7 +586,7 @@ def app_from_env() -> Starlette:
     """Load the provider blocks named in BRANDFORGE_GATEWAY_PROVIDERS (name=block-slug/block-name, comma-separated)."""
     from prefect.blocks.core import Block
 
-    import blocks  # noqa: F401 - registers the provider block classes for Block.load
+    import brandforge.blocks  # noqa: F401 - registers the provider block classes for Block.load
 
     spec = os.environ.get("BRANDFORGE_GATEWAY_PROVIDERS", "")
     providers: dict[str, ImageProvider] = {}

@@ -1,7 +1,7 @@
 """Every brandforge deployment, its schedule and its triggers, served from one process.
 
-    make serve                             # or: python -m deployments.serve [--port 4200]
-    python -m deployments.serve --no-server  # against the server in $PREFECT_API_URL
+    make serve                             # or: python -m brandforge.deployments.serve [--port 4200]
+    python -m brandforge.deployments.serve --no-server  # against the server in $PREFECT_API_URL
     prefect deploy --all                   # the same deployments on a work pool (prefect.yaml)
 
 `make serve` is the whole system on one machine, from a fresh clone: it starts
@@ -37,8 +37,8 @@ from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import TerminationSignal
 from prefect.runner import Runner
 
-from flows.catalog_refresh import catalog_refresh
-from flows.process_asset import process_asset
+from brandforge.flows.catalog_refresh import catalog_refresh
+from brandforge.flows.process_asset import process_asset
 
 NIGHTLY_CRON = "0 2 * * *"
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,8 +129,8 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 
 
 def register_block_types() -> list[str]:
-    """Register every concrete brandforge block type (what `prefect block register -m blocks` does)."""
-    import blocks
+    """Register every concrete brandforge block type (what `prefect block register -m brandforge.blocks` does)."""
+    import brandforge.blocks
 
     names = []
     for name in blocks.__all__:
@@ -143,7 +143,7 @@ def register_block_types() -> list[str]:
 
 
 def save_demo_profile(state_dir: Path) -> None:
-    from deployments.demo import DEMO, demo_profile
+    from brandforge.deployments.demo import DEMO, demo_profile
 
     demo_profile(state_dir, catalog=DEMO / "catalog").save("demo", overwrite=True)
 
@@ -153,7 +153,7 @@ def gateway(host: str, port: int) -> Iterator[str]:
     """The webhook gateway (deployments/gateway.py) on a uvicorn server in a thread; yields its base URL."""
     import uvicorn
 
-    from deployments.gateway import app_from_env
+    from brandforge.deployments.gateway import app_from_env
 
     server = uvicorn.Server(uvicorn.Config(app_from_env(), host=host, port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="brandforge-gateway", daemon=True)

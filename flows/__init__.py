@@ -5,7 +5,7 @@
 - `catalog_refresh`: list a client's catalog and fan `process_asset` out.
 """
 
-from flows.catalog_refresh import catalog_refresh
-from flows.process_asset import process_asset
+from brandforge.flows.catalog_refresh import catalog_refresh
+from brandforge.flows.process_asset import process_asset
 
 __all__ = ["catalog_refresh", "process_asset"]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from blocks.ledger import Ledger
-from models import InvalidInput
-from tasks.audit import artifact_key, publish_lineage_artifact, render_lineage
-from tasks.profiles import load_profile
+from brandforge.blocks.ledger import Ledger
+from brandforge.models import InvalidInput
+from brandforge.tasks.audit import artifact_key, publish_lineage_artifact, render_lineage
+from brandforge.tasks.profiles import load_profile
 
 __all__ = ["artifact_key", "audit_image", "render_lineage"]
 

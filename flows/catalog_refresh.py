@@ -29,15 +29,15 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_aws import S3Bucket
 
-from blocks.client_profile import ClientProfile
-from blocks.targets.gallery import LocalGallery
-from flows.process_asset import process_asset
-from models import CATALOG_DEGRADED_EVENT, AssetOutcome, AssetRef, CatalogSummary, InvalidInput
-from tasks.gates.report import create_gate_report
-from tasks.ledger import record_orchestration_failure
-from tasks.load import list_catalog
-from tasks.profiles import check_profile, load_profile
-from tasks.retry import retry_orchestration_errors
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.targets.gallery import LocalGallery
+from brandforge.flows.process_asset import process_asset
+from brandforge.models import CATALOG_DEGRADED_EVENT, AssetOutcome, AssetRef, CatalogSummary, InvalidInput
+from brandforge.tasks.gates.report import create_gate_report
+from brandforge.tasks.ledger import record_orchestration_failure
+from brandforge.tasks.load import list_catalog
+from brandforge.tasks.profiles import check_profile, load_profile
+from brandforge.tasks.retry import retry_orchestration_errors
 
 MAX_PARALLEL = int(os.environ.get("BRANDFORGE_MAX_PARALLEL", "4"))
 STATES = ("published", "skipped", "quarantined", "failed")

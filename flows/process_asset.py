@@ -28,9 +28,9 @@ from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 from pydantic import ValidationError
 
-from blocks.client_profile import ClientProfile
-from blocks.ledger import BudgetExceeded, Ledger
-from models import (
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.ledger import BudgetExceeded, Ledger
+from brandforge.models import (
     AssetOutcome,
     AssetPlan,
     AssetRef,
@@ -43,17 +43,17 @@ from models import (
     PublishItem,
     describe_validation_error,
 )
-from tasks.archive import handle_source
-from tasks.gates.decide import GateDecision, GateReview, apply_review, quarantine_candidates, score_candidates
-from tasks.generate import JobAccount, generate_images
-from tasks.generation_store import GenerationStore
-from tasks.ledger import asset_outcome, ledger_entry, record_outcome
-from tasks.load import load_asset
-from tasks.postprocess.chain import ChainContext, postprocess_candidates
-from tasks.postprocess.encode import CONTENT_TYPE
-from tasks.profiles import load_profile
-from tasks.prompt import plan_asset
-from tasks.publish import publish_item
+from brandforge.tasks.archive import handle_source
+from brandforge.tasks.gates.decide import GateDecision, GateReview, apply_review, quarantine_candidates, score_candidates
+from brandforge.tasks.generate import JobAccount, generate_images
+from brandforge.tasks.generation_store import GenerationStore
+from brandforge.tasks.ledger import asset_outcome, ledger_entry, record_outcome
+from brandforge.tasks.load import load_asset
+from brandforge.tasks.postprocess.chain import ChainContext, postprocess_candidates
+from brandforge.tasks.postprocess.encode import CONTENT_TYPE
+from brandforge.tasks.profiles import load_profile
+from brandforge.tasks.prompt import plan_asset
+from brandforge.tasks.publish import publish_item
 
 
 class StageFailed(Exception):

@@ -31,8 +31,8 @@ from prefect import get_run_logger, task
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 
-from models import AssetRef, InvalidInput
-from tasks.retry import retry_unless_refused
+from brandforge.models import AssetRef, InvalidInput
+from brandforge.tasks.retry import retry_unless_refused
 
 SourceHandling = Literal["leave", "tag", "move"]
 HANDLING_MODES = ("leave", "tag", "move")

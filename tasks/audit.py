@@ -12,7 +12,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from models import LedgerEntry
+from brandforge.models import LedgerEntry
 
 
 def _fmt(value: Any) -> str:

@@ -40,9 +40,9 @@ from typing import AsyncIterator, Awaitable, Callable, TypeVar
 from PIL import Image
 from prefect import task
 
-from blocks.ledger import JobRecord, Ledger
-from blocks.providers.base import ImageProvider
-from models import (
+from brandforge.blocks.ledger import JobRecord, Ledger
+from brandforge.blocks.providers.base import ImageProvider
+from brandforge.models import (
     GENERATION_COMPLETED_EVENT,
     GENERATION_FAILED_EVENT,
     GenerationRequest,
@@ -55,10 +55,10 @@ from models import (
     Transient,
     stable_hash,
 )
-from tasks.abandoned_runs import crash_abandoned_run
-from tasks.generation_store import GenerationStore
-from tasks.provider_limits import JOB_LEASE_S, SubmitPacer, ensure_provider_limits, job_slot, take_submit_slot
-from tasks.retry import retry_transient_only
+from brandforge.tasks.abandoned_runs import crash_abandoned_run
+from brandforge.tasks.generation_store import GenerationStore
+from brandforge.tasks.provider_limits import JOB_LEASE_S, SubmitPacer, ensure_provider_limits, job_slot, take_submit_slot
+from brandforge.tasks.retry import retry_transient_only
 
 logger = logging.getLogger("brandforge.generate")
 T = TypeVar("T")

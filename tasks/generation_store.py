@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from models import GenerationResult, GenerationRequest, stable_hash
+from brandforge.models import GenerationResult, GenerationRequest, stable_hash
 
 
 def generation_key(source_key: str, request: GenerationRequest, provider: str, model: str) -> str:

@@ -13,8 +13,8 @@ from prefect import task
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
-from blocks.ledger import Ledger
-from models import (
+from brandforge.blocks.ledger import Ledger
+from brandforge.models import (
     AssetOutcome,
     AssetPlan,
     AssetRef,
@@ -26,7 +26,7 @@ from models import (
 )
 
 if TYPE_CHECKING:
-    from tasks.gates.decide import GateDecision
+    from brandforge.tasks.gates.decide import GateDecision
 
 
 def ledger_entry(

@@ -27,10 +27,10 @@ from prefect import task
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 
-from blocks.http import reason_from_body, safe_url, sync_client
-from blocks.url_guard import UrlPolicy, UrlRefused, local_path_under, parse_host
-from models import AssetRef, AssetRejected, LoadedAsset, Transient, content_hash, name_problem
-from tasks.retry import retry_unless_refused
+from brandforge.blocks.http import reason_from_body, safe_url, sync_client
+from brandforge.blocks.url_guard import UrlPolicy, UrlRefused, local_path_under, parse_host
+from brandforge.models import AssetRef, AssetRejected, LoadedAsset, Transient, content_hash, name_problem
+from brandforge.tasks.retry import retry_unless_refused
 
 ALLOWED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "TIFF": "TIFF", "MPO": "JPEG"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect import task
 
-from blocks.client_profile import ClientProfile, foreign_block_error
+from brandforge.blocks.client_profile import ClientProfile, foreign_block_error
 from pydantic import ValidationError
 
-from models import InvalidInput, describe_validation_error
-from tasks.postprocess.chain import ChainContext, prepare_chain
+from brandforge.models import InvalidInput, describe_validation_error
+from brandforge.tasks.postprocess.chain import ChainContext, prepare_chain
 
 
 def describe_profile_error(client: str, exc: ValidationError) -> str:

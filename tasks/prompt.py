@@ -15,10 +15,10 @@ from pathlib import Path
 from prefect import task
 from pydantic import ValidationError
 
-from blocks.client_profile import ClientProfile
-from models import AssetPlan, GenerationRequest, InvalidInput, LoadedAsset, Recipe, describe_validation_error, stable_hash
-from tasks.generation_store import generation_key
-from tasks.route import choose_recipe, recipe_key
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.models import AssetPlan, GenerationRequest, InvalidInput, LoadedAsset, Recipe, describe_validation_error, stable_hash
+from brandforge.tasks.generation_store import generation_key
+from brandforge.tasks.route import choose_recipe, recipe_key
 
 
 def subject_from_name(name: str) -> str:

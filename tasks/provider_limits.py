@@ -21,7 +21,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from prefect.exceptions import ObjectAlreadyExists
 
-from blocks.providers.base import ImageProvider
+from brandforge.blocks.providers.base import ImageProvider
 
 logger = logging.getLogger("brandforge.generate")
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
-from blocks.ledger import Ledger
-from blocks.targets.base import PublishTarget
-from models import PublishItem, PublishReceipt
-from tasks.retry import retry_transient_only
+from brandforge.blocks.ledger import Ledger
+from brandforge.blocks.targets.base import PublishTarget
+from brandforge.models import PublishItem, PublishReceipt
+from brandforge.tasks.retry import retry_transient_only
 
 
 def receipt_from_ledger(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt | None:

@@ -11,7 +11,7 @@ import inspect
 
 import httpx
 
-from models import BrandforgeError, ProviderError, PublishError
+from brandforge.models import BrandforgeError, ProviderError, PublishError
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from prefect import task
 
-from blocks.client_profile import ClientProfile
-from models import LoadedAsset, Recipe, content_hash, stable_hash
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.models import LoadedAsset, Recipe, content_hash, stable_hash
 
 
 def choose_recipe(name: str, profile: ClientProfile) -> Recipe:

@@ -102,7 +102,7 @@ def demo_state(tmp_path: Path) -> Path:
 @pytest.fixture
 def demo_profile(demo_state: Path):
     """The demo ClientProfile pointing at a fresh state folder (not saved)."""
-    from deployments.demo import demo_profile as build
+    from brandforge.deployments.demo import demo_profile as build
 
     return build(demo_state)
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from models import PARAM_NAMES, GenerationRequest, JobEvent, JobHandle, JobStatus, Rejected, asks_nothing
+from brandforge.models import PARAM_NAMES, GenerationRequest, JobEvent, JobHandle, JobStatus, Rejected, asks_nothing
 
 
 class CannotHonour(ValueError):

@@ -30,10 +30,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from blocks.providers.base import CannotHonour, Unsupported, Wire, WireMap
-from blocks.providers.hosted import SynchronousProvider
-from blocks.providers.http import prepare_source
-from models import GenerationRequest, JobHandle, Rejected, Transient, stable_hash
+from brandforge.blocks.providers.base import CannotHonour, Unsupported, Wire, WireMap
+from brandforge.blocks.providers.hosted import SynchronousProvider
+from brandforge.blocks.providers.http import prepare_source
+from brandforge.models import GenerationRequest, JobHandle, Rejected, Transient, stable_hash
 
 logger = logging.getLogger("brandforge.providers")
 

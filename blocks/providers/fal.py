@@ -25,11 +25,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field
 
-from blocks.http import json_of, send, send_sync
-from blocks.providers.base import Unsupported, Wire, WireMap
-from blocks.providers.hosted import HostedProvider
-from blocks.providers.http import data_uri, download, is_remote, prepare_source
-from models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
+from brandforge.blocks.http import json_of, send, send_sync
+from brandforge.blocks.providers.base import Unsupported, Wire, WireMap
+from brandforge.blocks.providers.hosted import HostedProvider
+from brandforge.blocks.providers.http import data_uri, download, is_remote, prepare_source
+from brandforge.models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
 
 _JWKS_CACHE: dict[str, tuple[float, list[Ed25519PublicKey]]] = {}
 _JWKS_LOCK = threading.Lock()

@@ -16,8 +16,8 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
-from blocks.providers.base import ImageProvider
-from models import JobHandle, JobState, JobStatus, Transient
+from brandforge.blocks.providers.base import ImageProvider
+from brandforge.models import JobHandle, JobState, JobStatus, Transient
 
 
 class HostedProvider(ImageProvider, ABC):

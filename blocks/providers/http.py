@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from blocks.http import send
-from models import GenerationRequest, Rejected
+from brandforge.blocks.http import send
+from brandforge.models import GenerationRequest, Rejected
 
 
 # --------------------------------------------------------------------------- source images

@@ -27,11 +27,11 @@ from typing import Any, ClassVar
 from PIL import Image
 from pydantic import Field, SecretStr
 
-from blocks.http import json_of, send
-from blocks.providers.base import Unsupported, Wire, WireMap, within
-from blocks.providers.hosted import HostedProvider
-from blocks.providers.http import download, prepare_source, read_source
-from models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
+from brandforge.blocks.http import json_of, send
+from brandforge.blocks.providers.base import Unsupported, Wire, WireMap, within
+from brandforge.blocks.providers.hosted import HostedProvider
+from brandforge.blocks.providers.http import download, prepare_source, read_source
+from brandforge.models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
 
 _STATES = {"PENDING": JobState.running, "COMPLETE": JobState.succeeded, "FAILED": JobState.failed}
 

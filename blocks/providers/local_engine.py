@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import Field
 
-from blocks.providers.base import ImageProvider, Wire, WireMap
-from blocks.providers.stylise import choose_style
-from models import GenerationRequest, JobHandle, JobState, JobStatus, Rejected, stable_hash
+from brandforge.blocks.providers.base import ImageProvider, Wire, WireMap
+from brandforge.blocks.providers.stylise import choose_style
+from brandforge.models import GenerationRequest, JobHandle, JobState, JobStatus, Rejected, stable_hash
 
 
 def _hex_to_rgb(colour: str) -> tuple[int, int, int]:

@@ -25,11 +25,11 @@ from typing import ClassVar, Literal
 from PIL import Image
 from pydantic import Field
 
-from blocks.http import json_of, send
-from blocks.providers.base import Unsupported, Wire, WireMap
-from blocks.providers.hosted import SynchronousProvider
-from blocks.providers.http import prepare_source
-from models import GenerationRequest, JobHandle, Transient
+from brandforge.blocks.http import json_of, send
+from brandforge.blocks.providers.base import Unsupported, Wire, WireMap
+from brandforge.blocks.providers.hosted import SynchronousProvider
+from brandforge.blocks.providers.http import prepare_source
+from brandforge.models import GenerationRequest, JobHandle, Transient
 
 FIXED_SIZES = {(1024, 1024): "1024x1024", (1536, 1024): "1536x1024", (1024, 1536): "1024x1536"}
 

@@ -32,11 +32,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from blocks.http import json_of, send
-from blocks.providers.base import ImageRefiner, Unsupported, Wire, WireMap, at_most, renamed_fields, sniff_mime
-from blocks.providers.hosted import HostedProvider
-from blocks.providers.http import data_uri, download, is_remote, prepare_source
-from models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
+from brandforge.blocks.http import json_of, send
+from brandforge.blocks.providers.base import ImageRefiner, Unsupported, Wire, WireMap, at_most, renamed_fields, sniff_mime
+from brandforge.blocks.providers.hosted import HostedProvider
+from brandforge.blocks.providers.http import data_uri, download, is_remote, prepare_source
+from brandforge.models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
 
 _STATES = {
     "starting": JobState.queued,

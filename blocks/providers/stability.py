@@ -24,11 +24,11 @@ from typing import Any, ClassVar, Literal
 from PIL import Image
 from pydantic import Field, model_validator
 
-from blocks.http import json_of, send
-from blocks.providers.base import ImageRefiner, Unsupported, Wire, WireMap, at_most, renamed_fields, sniff_mime
-from blocks.providers.hosted import SynchronousProvider
-from blocks.providers.http import prepare_source
-from models import GenerationRequest, JobHandle, Rejected, Transient
+from brandforge.blocks.http import json_of, send
+from brandforge.blocks.providers.base import ImageRefiner, Unsupported, Wire, WireMap, at_most, renamed_fields, sniff_mime
+from brandforge.blocks.providers.hosted import SynchronousProvider
+from brandforge.blocks.providers.http import prepare_source
+from brandforge.models import GenerationRequest, JobHandle, Rejected, Transient
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 MAX_SEED = 4294967294

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from prefect.blocks.core import Block
 
-from models import PublishItem, PublishReceipt, stable_hash
+from brandforge.models import PublishItem, PublishReceipt, stable_hash
 
 
 def keyed_filename(item: PublishItem, key_chars: int = 16) -> str:

@@ -19,8 +19,8 @@ from typing import ClassVar, Iterator
 from PIL import Image
 from pydantic import Field
 
-from blocks.targets.base import PublishTarget
-from models import PublishItem, PublishReceipt, stable_hash
+from brandforge.blocks.targets.base import PublishTarget
+from brandforge.models import PublishItem, PublishReceipt, stable_hash
 
 
 @contextmanager

@@ -25,8 +25,8 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from prefect_aws import S3Bucket
 from pydantic import Field, field_validator
 
-from blocks.targets.base import PublishTarget
-from models import PublishError, PublishItem, PublishReceipt
+from brandforge.blocks.targets.base import PublishTarget
+from brandforge.models import PublishError, PublishItem, PublishReceipt
 
 LAYOUT_SLOTS = {"client", "format", "asset_key", "generation_key", "name", "recipe", "ext"}
 _KEY_SLOTS = {"asset_key", "generation_key"}

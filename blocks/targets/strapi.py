@@ -25,9 +25,9 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from blocks.targets.base import PublishTarget, keyed_filename
-from blocks.http import async_client, publish_error, publish_transport_error
-from models import PublishError, PublishItem, PublishReceipt
+from brandforge.blocks.targets.base import PublishTarget, keyed_filename
+from brandforge.blocks.http import async_client, publish_error, publish_transport_error
+from brandforge.models import PublishError, PublishItem, PublishReceipt
 
 
 def strapi_file_name(item: PublishItem) -> str:

@@ -24,9 +24,9 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from blocks.targets.base import PublishTarget, keyed_filename
-from blocks.http import async_client, publish_error, publish_transport_error
-from models import PublishError, PublishItem, PublishReceipt
+from brandforge.blocks.targets.base import PublishTarget, keyed_filename
+from brandforge.blocks.http import async_client, publish_error, publish_transport_error
+from brandforge.models import PublishError, PublishItem, PublishReceipt
 
 KEY_META = "_brandforge_generation_key"
 SOURCE_META = "_source_image"  # the source a published image came from (URI)

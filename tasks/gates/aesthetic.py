@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from blocks.aesthetic import AestheticModel, AestheticUnavailable
-from models import GateScore, GateThresholds
+from brandforge.blocks.aesthetic import AestheticModel, AestheticUnavailable
+from brandforge.models import GateScore, GateThresholds
 
 
 def aesthetic_verdict(score: float, t: GateThresholds) -> GateScore:

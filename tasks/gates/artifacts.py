@@ -25,8 +25,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from models import GateScore, GateThresholds
-from tasks.gates.technical import grey_array, small_copy, working_copy
+from brandforge.models import GateScore, GateThresholds
+from brandforge.tasks.gates.technical import grey_array, small_copy, working_copy
 
 # Grey levels within which a row counts as uniform and two rows as identical
 # (encoders and resampling leave ±1-2 levels in genuinely flat areas).

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from models import GateScore, GateThresholds
-from tasks.postprocess.grade import palette_distance
+from brandforge.models import GateScore, GateThresholds
+from brandforge.tasks.postprocess.grade import palette_distance
 
 SSIM_SIDE = 256
 SSIM_WINDOW = 7

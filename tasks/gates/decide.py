@@ -28,14 +28,14 @@ from prefect import task
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
-from blocks.client_profile import ClientProfile
-from models import Candidate, GateScore, GateThresholds, Recipe
-from tasks.gates.aesthetic import score_aesthetic
-from tasks.gates.artifacts import artifact_scores
-from tasks.gates.brand import brand_scores
-from tasks.gates.report import thumbnail_data_uri
-from tasks.gates.duplicates import check_duplicate, phash
-from tasks.gates.technical import technical_scores, working_copy
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.models import Candidate, GateScore, GateThresholds, Recipe
+from brandforge.tasks.gates.aesthetic import score_aesthetic
+from brandforge.tasks.gates.artifacts import artifact_scores
+from brandforge.tasks.gates.brand import brand_scores
+from brandforge.tasks.gates.report import thumbnail_data_uri
+from brandforge.tasks.gates.duplicates import check_duplicate, phash
+from brandforge.tasks.gates.technical import technical_scores, working_copy
 
 Outcome = Literal["publish", "review", "quarantine", "regenerate"]
 

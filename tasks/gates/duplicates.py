@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from models import GateScore, GateThresholds
+from brandforge.models import GateScore, GateThresholds
 
 HASH_SIZE = 8
 HIGHFREQ_FACTOR = 4

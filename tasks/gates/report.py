@@ -18,7 +18,7 @@ import math
 
 from PIL import Image, ImageDraw, ImageOps
 
-from models import AssetOutcome
+from brandforge.models import AssetOutcome
 
 MIN_HISTOGRAM_ASSETS = 5
 BIN_WIDTH = 0.5

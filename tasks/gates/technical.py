@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from models import GateScore, GateThresholds
+from brandforge.models import GateScore, GateThresholds
 
 NORMALISED_SIDE = 512
 # A cast is only a cast when the mean chroma is visibly off grey; below this

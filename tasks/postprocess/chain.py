@@ -32,12 +32,12 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, Field, ValidationError
 
-from models import Candidate, InvalidInput, StepSpec, describe_validation_error
-from tasks.postprocess import faces, finish, grade, reframe, upscale
-from tasks.postprocess.context import ChainContext, load_block, resolve_refiner, run_async
-from tasks.postprocess.encode import EncodeParams, encode_image, to_srgb
-from tasks.postprocess.watermark import WatermarkParams, apply_watermark
-from tasks.retry import retry_transient_only
+from brandforge.models import Candidate, InvalidInput, StepSpec, describe_validation_error
+from brandforge.tasks.postprocess import faces, finish, grade, reframe, upscale
+from brandforge.tasks.postprocess.context import ChainContext, load_block, resolve_refiner, run_async
+from brandforge.tasks.postprocess.encode import EncodeParams, encode_image, to_srgb
+from brandforge.tasks.postprocess.watermark import WatermarkParams, apply_watermark
+from brandforge.tasks.retry import retry_transient_only
 
 __all__ = ["STEPS", "ChainContext", "PostprocessResult", "postprocess_candidate", "postprocess_candidates", "prepare_chain",
            "run_chain", "validate_chain"]

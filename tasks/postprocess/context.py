@@ -17,8 +17,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from PIL import Image
 
-from blocks.client_profile import foreign_block_error, owns_block
-from models import InvalidInput
+from brandforge.blocks.client_profile import foreign_block_error, owns_block
+from brandforge.models import InvalidInput
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ def to_png(image: Image.Image) -> bytes:
 
 def from_bytes(data: bytes, what: str) -> Image.Image:
     """Decode a refiner's answer; a non-image answer is Transient (another try may fix it)."""
-    from models import Transient
+    from brandforge.models import Transient
 
     try:
         with Image.open(io.BytesIO(data)) as img:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import InvalidInput
+from brandforge.models import InvalidInput
 
 
 class FaceRestoreParams(BaseModel):
@@ -81,7 +81,7 @@ def restore_faces(image: Image.Image, p: FaceRestoreParams, refiner: Any) -> tup
     faces = detect_faces(image, p)
     if not faces:
         return image, {"faces": 0, "restored": False}
-    from tasks.postprocess.context import from_bytes, run_async, to_png
+    from brandforge.tasks.postprocess.context import from_bytes, run_async, to_png
 
     data = to_png(image)
     restored = from_bytes(run_async(lambda: refiner.restore_faces(data, p.model, p.fidelity)), "faces")

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import InvalidInput
+from brandforge.models import InvalidInput
 
 # D65 white and the sRGB matrices (IEC 61966-2-1).
 _WHITE = np.array([0.95047, 1.0, 1.08883], dtype=np.float64)

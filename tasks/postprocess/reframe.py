@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.postprocess.grade import srgb_to_lab
+from brandforge.tasks.postprocess.grade import srgb_to_lab
 
 SALIENCY_SIDE = 96
 _RATIO = re.compile(r"^\s*(\d{1,3})\s*:\s*(\d{1,3})\s*$")
@@ -165,7 +165,7 @@ def _best_offset(profile: np.ndarray, window: float, scale: float, span: int) ->
 
 def add_faces(sal: np.ndarray, image: Image.Image) -> np.ndarray:
     """Saliency with detected faces raised to the maximum: people look at faces first."""
-    from tasks.postprocess.faces import detect_faces
+    from brandforge.tasks.postprocess.faces import detect_faces
 
     out = sal.copy()
     sy, sx = sal.shape[0] / image.height, sal.shape[1] / image.width

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models import InvalidInput
+from brandforge.models import InvalidInput
 
 
 class UpscaleParams(BaseModel):
@@ -151,7 +151,7 @@ def upscale_image(image: Image.Image, p: UpscaleParams, refiner: Any = None) -> 
     elif p.method == "realesrgan-weights":
         enlarged = realesrgan_weights(image, p.weights_path, p.tile)  # type: ignore[arg-type]
     else:
-        from tasks.postprocess.context import from_bytes, run_async, to_png
+        from brandforge.tasks.postprocess.context import from_bytes, run_async, to_png
 
         data = to_png(image)
         enlarged = from_bytes(run_async(lambda: refiner.upscale(data, 4)), "upscale")

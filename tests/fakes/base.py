@@ -36,8 +36,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from blocks.providers.local_engine import render_variant
-from models import GenerationRequest
+from brandforge.blocks.providers.local_engine import render_variant
+from brandforge.models import GenerationRequest
 
 
 @dataclass

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from blocks.sns import string_to_sign
+from brandforge.blocks.sns import string_to_sign
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:acme-uploads"
 CERT_PATH = "/SimpleNotificationService-local.pem"

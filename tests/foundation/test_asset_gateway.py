@@ -9,8 +9,8 @@ from prefect_aws import S3Bucket
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
-from deployments.gateway import build_app
-from models import ASSET_CREATED_EVENT
+from brandforge.deployments.gateway import build_app
+from brandforge.models import ASSET_CREATED_EVENT
 
 TOKEN = "test-asset-token"
 

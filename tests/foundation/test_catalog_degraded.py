@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from flows.catalog_refresh import catalog_refresh, final_state
-from models import CATALOG_DEGRADED_EVENT, AssetOutcome, CatalogSummary
+from brandforge.flows.catalog_refresh import catalog_refresh, final_state
+from brandforge.models import CATALOG_DEGRADED_EVENT, AssetOutcome, CatalogSummary
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

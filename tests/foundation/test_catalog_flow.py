@@ -16,10 +16,10 @@ import pytest
 from decimal import Decimal
 from PIL import Image
 
-from blocks.ledger import Ledger
-from flows.catalog_refresh import catalog_refresh
-from models import InvalidInput, Recipe, StepSpec
-from tasks.postprocess.encode import DIGITAL_SOURCE_TYPE, read_embedded_params
+from brandforge.blocks.ledger import Ledger
+from brandforge.flows.catalog_refresh import catalog_refresh
+from brandforge.models import InvalidInput, Recipe, StepSpec
+from brandforge.tasks.postprocess.encode import DIGITAL_SOURCE_TYPE, read_embedded_params
 from tests.conftest import DEMO_CATALOG
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -37,7 +37,7 @@ def test_blocks_register_from_the_module():
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-m", "prefect", "block", "register", "-m", "blocks"],
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "brandforge.blocks"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -52,7 +52,7 @@ def test_new_asset_event_starts_process_asset():
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.events import emit_event
 
-    from deployments.serve import build_deployments
+    from brandforge.deployments.serve import build_deployments
 
     on_new_asset = next(d for d in build_deployments() if d.name == "on-new-asset")
     deployment_id = on_new_asset.apply()

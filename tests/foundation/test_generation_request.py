@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from models import GenerationParams, GenerationRequest, Recipe, describe_validation_error
+from brandforge.models import GenerationParams, GenerationRequest, Recipe, describe_validation_error
 
 BASE = {"source_image": "file:///tmp/x.png", "prompt": "watercolour mug", "negative_prompt": "blurry"}
 

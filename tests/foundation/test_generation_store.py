@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from blocks.ledger import Ledger
-from blocks.providers.replicate import ReplicateProvider
-from models import StepSpec
+from brandforge.blocks.ledger import Ledger
+from brandforge.blocks.providers.replicate import ReplicateProvider
+from brandforge.models import StepSpec
 from tests.conftest import ROOT
 from tests.fakes import replicate as fake_replicate
 from tests.fakes.base import Knobs, serve
@@ -92,7 +92,7 @@ def test_recipe_changes_outside_generation_call_no_provider(demo_profile, demo_s
 CATALOG_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from flows.catalog_refresh import catalog_refresh
+    from brandforge.flows.catalog_refresh import catalog_refresh
     catalog_refresh(client="demo", source={catalog!r}, work_dir={work!r})
 """)
 

@@ -7,10 +7,10 @@ from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 from pydantic import ValidationError
 
-from blocks.client_profile import ClientProfile
-from blocks.targets.s3 import S3Target
-from models import AssetRef, AssetRejected, GenerationRequest, PublishItem, name_problem
-from tasks.load import load_asset
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.targets.s3 import S3Target
+from brandforge.models import AssetRef, AssetRejected, GenerationRequest, PublishItem, name_problem
+from brandforge.tasks.load import load_asset
 
 
 @pytest.mark.parametrize("template,said", [
@@ -74,7 +74,7 @@ def test_a_multi_frame_webp_is_noted():
 
     from PIL import Image
 
-    from tasks.load import normalise_image
+    from brandforge.tasks.load import normalise_image
 
     frames = [Image.new("RGB", (64, 64), (i * 6, 0, 0)) for i in range(42)]
     buf = io.BytesIO()

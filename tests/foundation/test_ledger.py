@@ -15,9 +15,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from blocks.ledger import BudgetExceeded, Ledger
-from blocks.ledger_schema import ledger_table
-from models import JobHandle, LedgerEntry
+from brandforge.blocks.ledger import BudgetExceeded, Ledger
+from brandforge.blocks.ledger_schema import ledger_table
+from brandforge.models import JobHandle, LedgerEntry
 
 
 def entry(**kw) -> LedgerEntry:
@@ -242,8 +242,8 @@ def test_orchestration_failure_is_recorded_not_lost(tmp_path):
     import httpx
     from prefect.exceptions import PrefectHTTPStatusError
 
-    from models import AssetRef
-    from tasks.ledger import record_orchestration_failure
+    from brandforge.models import AssetRef
+    from brandforge.tasks.ledger import record_orchestration_failure
 
     ledger = Ledger(url=f"sqlite:///{tmp_path / 'l.db'}")
     request = httpx.Request("POST", "http://127.0.0.1/api/task_runs/")

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from blocks.ledger import Ledger
-from blocks.providers.replicate import ReplicateProvider
-from blocks.targets.s3 import S3Target
-from flows.catalog_refresh import catalog_refresh
+from brandforge.blocks.ledger import Ledger
+from brandforge.blocks.providers.replicate import ReplicateProvider
+from brandforge.blocks.targets.s3 import S3Target
+from brandforge.flows.catalog_refresh import catalog_refresh
 from tests.conftest import DEMO_CATALOG, new_postgres_database
 from tests.fakes import replicate as fake_replicate
 from tests.fakes.base import Knobs, serve

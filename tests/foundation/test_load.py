@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import AssetRejected
-from tasks.load import MAX_SIDE, list_local, normalise_image
+from brandforge.models import AssetRejected
+from brandforge.tasks.load import MAX_SIDE, list_local, normalise_image
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blocks.providers.local_engine import LocalEngine
-from blocks.providers.stylise import choose_style
-from models import GenerationRequest, Rejected
+from brandforge.blocks.providers.local_engine import LocalEngine
+from brandforge.blocks.providers.stylise import choose_style
+from brandforge.models import GenerationRequest, Rejected
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prefect.filesystems import LocalFileSystem
 
-from blocks.ledger import Ledger
-from flows.process_asset import process_asset
-from models import AssetRef
+from brandforge.blocks.ledger import Ledger
+from brandforge.flows.process_asset import process_asset
+from brandforge.models import AssetRef
 from tests.conftest import DEMO_CATALOG
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -22,13 +22,13 @@ from prefect.filesystems import LocalFileSystem
 from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
 
-from blocks.client_profile import ClientProfile
-from blocks.ledger import Ledger
-from blocks.providers.base import ImageProvider, ImageRefiner
-from blocks.providers.hosted import HostedProvider, SynchronousProvider
-from blocks.providers.replicate import ReplicateProvider
-from blocks.targets.base import PublishTarget
-from models import InvalidInput
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.ledger import Ledger
+from brandforge.blocks.providers.base import ImageProvider, ImageRefiner
+from brandforge.blocks.providers.hosted import HostedProvider, SynchronousProvider
+from brandforge.blocks.providers.replicate import ReplicateProvider
+from brandforge.blocks.targets.base import PublishTarget
+from brandforge.models import InvalidInput
 
 ABSTRACT = [ImageProvider, ImageRefiner, PublishTarget, HostedProvider, SynchronousProvider]
 
@@ -104,7 +104,7 @@ def test_an_empty_optional_block_is_none(demo_profile):
 
 
 def test_a_one_field_edit_in_the_ui_keeps_the_profile(prefect_server, demo_profile, tmp_path):
-    from tasks.profiles import load_profile
+    from brandforge.tasks.profiles import load_profile
 
     profile = rich_profile(demo_profile, tmp_path)
     profile.save("demo", overwrite=True)
@@ -126,7 +126,7 @@ def test_a_one_field_edit_in_the_ui_keeps_the_profile(prefect_server, demo_profi
 
 
 def test_a_block_chosen_in_the_picker_round_trips(prefect_server, demo_profile, tmp_path):
-    from tasks.profiles import load_profile
+    from brandforge.tasks.profiles import load_profile
 
     replicate = ReplicateProvider(api_key="r8_picker_secret", model="acme/img2img", price_per_image_usd=0.02)
     replicate.save("picker-replicate", overwrite=True)
@@ -153,7 +153,7 @@ def test_a_block_chosen_in_the_picker_round_trips(prefect_server, demo_profile, 
 
 
 def test_a_profile_without_its_ledger_is_an_error(prefect_server, demo_profile, tmp_path):
-    from tasks.profiles import load_profile
+    from brandforge.tasks.profiles import load_profile
 
     rich_profile(demo_profile, tmp_path).model_copy(update={"client_id": "noledger"}).save("noledger", overwrite=True)
     doc = read_document("noledger")
@@ -164,7 +164,7 @@ def test_a_profile_without_its_ledger_is_an_error(prefect_server, demo_profile, 
 
 
 def test_a_profile_that_no_longer_validates_names_the_field(prefect_server, demo_profile, tmp_path):
-    from tasks.profiles import load_profile
+    from brandforge.tasks.profiles import load_profile
 
     rich_profile(demo_profile, tmp_path).model_copy(update={"client_id": "badpal"}).save("badpal", overwrite=True)
     doc = read_document("badpal")
@@ -177,8 +177,8 @@ def test_an_s3_profile_keeps_its_nested_credentials_through_a_ui_edit(prefect_se
     """S3 source and S3 target (prefect-aws S3Bucket twice in one schema): saved, edited, loaded."""
     from prefect_aws import AwsCredentials, S3Bucket
 
-    from blocks.targets.s3 import S3Target
-    from tasks.profiles import load_profile
+    from brandforge.blocks.targets.s3 import S3Target
+    from brandforge.tasks.profiles import load_profile
 
     creds = AwsCredentials(aws_access_key_id="AKIATEST", aws_secret_access_key="s3-secret-key")
     profile = rich_profile(demo_profile, tmp_path).model_copy(update={

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from blocks.ledger import Ledger
-from models import LedgerEntry, LoadedAsset
-from tasks.prompt import make_request, render_prompt, subject_from_name
+from brandforge.blocks.ledger import Ledger
+from brandforge.models import LedgerEntry, LoadedAsset
+from brandforge.tasks.prompt import make_request, render_prompt, subject_from_name
 
 
 def asset() -> LoadedAsset:
@@ -46,7 +46,7 @@ def test_a_derived_seed_is_not_the_recipes_and_a_recipe_seed_is(demo_profile):
 def test_a_negative_seed_is_refused_on_the_event_path_too(demo_profile):
     import pytest
 
-    from models import InvalidInput
+    from brandforge.models import InvalidInput
 
     broken = demo_profile.recipe("oil").model_copy(update={"seed": -5})  # as if saved before seeds were bounded
     with pytest.raises(InvalidInput, match=r"recipe 'oil': seed must be between 0 and 4294967295.*got -5"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from blocks.ledger import Ledger
-from flows.catalog_refresh import catalog_refresh
+from brandforge.blocks.ledger import Ledger
+from brandforge.flows.catalog_refresh import catalog_refresh
 from tests.conftest import DEMO_CATALOG
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from blocks.ledger import Ledger
-from blocks.providers.replicate import ReplicateProvider
-from blocks.targets.s3 import S3Target
-from flows.catalog_refresh import catalog_refresh
+from brandforge.blocks.ledger import Ledger
+from brandforge.blocks.providers.replicate import ReplicateProvider
+from brandforge.blocks.targets.s3 import S3Target
+from brandforge.flows.catalog_refresh import catalog_refresh
 from tests.conftest import ROOT, new_postgres_database
 from tests.fakes import replicate as fake_replicate
 from tests.fakes.base import Knobs, serve
@@ -83,7 +83,7 @@ def test_no_secret_reaches_the_api_results_ledger_or_cli(demo_profile, demo_stat
 
     # The CLI, reading the ledger through the saved profile, as an operator would.
     key = summary.outcomes[0].generation_key
-    cli = [sys.executable, "-m", "deployments.cli"]
+    cli = [sys.executable, "-m", "brandforge.deployments.cli"]
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     outputs = [subprocess.run([*cli, *args, "--client", "secretive"], capture_output=True, cwd=ROOT, env=env, timeout=120)
                for args in (["export", "--format", "json"], ["export", "--format", "csv"], ["audit", key], ["audit", key, "--artifact"])]

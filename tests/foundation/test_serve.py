@@ -1,4 +1,4 @@
-"""`make serve` (python -m deployments.serve): the whole system from one command, stopped by Ctrl-C.
+"""`make serve` (python -m brandforge.deployments.serve): the whole system from one command, stopped by Ctrl-C.
 
 Starts it as a user would, in a subprocess on free ports with a fresh Prefect home:
 its own Prefect server, the block types, the demo profile, every deployment and
@@ -49,7 +49,7 @@ def test_make_serve_starts_everything_and_ctrl_c_stops_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments.serve", "--port", str(port), "--gateway-port", str(gateway_port),
+        [sys.executable, "-m", "brandforge.deployments.serve", "--port", str(port), "--gateway-port", str(gateway_port),
          "--state-dir", str(tmp_path / "state")],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
@@ -65,7 +65,7 @@ def test_make_serve_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert httpx.get(f"http://127.0.0.1:{gateway_port}/health", timeout=10).json()["status"] == "ok"
 
         with temporary_settings(updates={PREFECT_API_URL: f"{ui}/api"}):
-            from blocks.client_profile import ClientProfile
+            from brandforge.blocks.client_profile import ClientProfile
 
             profile = ClientProfile.load("demo")
             assert profile.source is not None and profile.source.basepath == str(ROOT / "demo" / "catalog")

@@ -6,9 +6,9 @@ import pytest
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 
-from models import AssetRef, AssetRejected, InvalidInput
-from tasks.archive import handle_local_source
-from tasks.load import load_asset
+from brandforge.models import AssetRef, AssetRejected, InvalidInput
+from brandforge.tasks.archive import handle_local_source
+from brandforge.tasks.load import load_asset
 from tests.fakes.internal import png_bytes
 
 
@@ -85,7 +85,7 @@ def test_source_handling_touches_only_the_clients_root(tmp_path):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_remote_sources_are_left_in_place_not_failed():
-    from tasks.archive import handle_source
+    from brandforge.tasks.archive import handle_source
 
     asset = ref("https://cms.example.test/uploads/mug.jpg", "mug.jpg")
     said = handle_source(asset, None, "move", "archive/", "k" * 64)

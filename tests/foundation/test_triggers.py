@@ -15,12 +15,12 @@ from prefect_aws import S3Bucket
 from pydantic import SecretStr, ValidationError
 from starlette.testclient import TestClient
 
-from blocks.providers.leonardo import LeonardoProvider
-from blocks.providers.replicate import ReplicateProvider, standard_webhook_key
-from blocks.sns import SnsVerifier
-from blocks.triggers import SnsSettings, StrapiTrigger
-from deployments.gateway import MAX_BODY_BYTES, build_app
-from models import Rejected
+from brandforge.blocks.providers.leonardo import LeonardoProvider
+from brandforge.blocks.providers.replicate import ReplicateProvider, standard_webhook_key
+from brandforge.blocks.sns import SnsVerifier
+from brandforge.blocks.triggers import SnsSettings, StrapiTrigger
+from brandforge.deployments.gateway import MAX_BODY_BYTES, build_app
+from brandforge.models import Rejected
 from tests.fakes import replicate as fake_replicate
 from tests.fakes.base import Served
 from tests.fakes.sns import CERT_PATH, TOPIC, FakeSns

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from blocks.http import send, send_sync
-from blocks.url_guard import ALLOW_ENV, MAX_BYTES_ENV, UrlPolicy, UrlRefused, check_url
-from models import Rejected
+from brandforge.blocks.http import send, send_sync
+from brandforge.blocks.url_guard import ALLOW_ENV, MAX_BYTES_ENV, UrlPolicy, UrlRefused, check_url
+from brandforge.models import Rejected
 
 ALLOW_TESTS = UrlPolicy(allow=("127.0.0.1",))
 

@@ -14,9 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from blocks.aesthetic import AestheticModel, AestheticUnavailable, build_head  # noqa: E402
-from models import GateThresholds  # noqa: E402
-from tasks.gates.aesthetic import score_aesthetic  # noqa: E402
+from brandforge.blocks.aesthetic import AestheticModel, AestheticUnavailable, build_head  # noqa: E402
+from brandforge.models import GateThresholds  # noqa: E402
+from brandforge.tasks.gates.aesthetic import score_aesthetic  # noqa: E402
 from tests.gates.images import blank, demo_photo, on_palette_poster  # noqa: E402
 
 TINY = "BrandforgeTiny-test"
@@ -150,8 +150,8 @@ def test_unset_weights_name_the_field():
 
 
 def test_profile_with_an_aesthetic_model_scores_and_ranks_by_it(tiny, demo_profile, tmp_path):
-    from models import Candidate
-    from tasks.gates.decide import score_candidates
+    from brandforge.models import Candidate
+    from brandforge.tasks.gates.decide import score_candidates
 
     ims = [demo_photo("coffee-cup.jpg", (512, 384)), demo_photo("rocket-launch.jpg", (512, 384)), demo_photo("chelsea-cat.png", (512, 384))]
     expected = tiny.score(ims)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models import GateThresholds
-from tasks.gates.artifacts import (
+from brandforge.models import GateThresholds
+from brandforge.tasks.gates.artifacts import (
     alpha_hole_fraction,
     artifact_scores,
     check_alpha_hole,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models import GateThresholds
-from tasks.gates.brand import brand_scores, check_palette, check_structure, ssim, structural_similarity
+from brandforge.models import GateThresholds
+from brandforge.tasks.gates.brand import brand_scores, check_palette, check_structure, ssim, structural_similarity
 from tests.gates.images import PALETTE, blurred, demo_photo, on_palette_poster, tinted
 
 T = GateThresholds(max_palette_distance=20.0)

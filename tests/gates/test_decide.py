@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models import Candidate, GateScore, GateThresholds, Recipe
-from tasks.gates.decide import (
+from brandforge.models import Candidate, GateScore, GateThresholds, Recipe
+from brandforge.tasks.gates.decide import (
     GateReview,
     apply_review,
     decide,
@@ -16,7 +16,7 @@ from tasks.gates.decide import (
     rank_key,
     score_candidates,
 )
-from tasks.gates.duplicates import phash
+from brandforge.tasks.gates.duplicates import phash
 from tests.gates.images import blank, blurred, demo_photo, over_exposed
 
 
@@ -170,7 +170,7 @@ def test_score_candidates_checks_structure_only_for_keep_composition(demo_profil
 
 
 def test_score_candidates_rejects_a_duplicate_of_a_published_image(demo_profile, tmp_path):
-    from models import LedgerEntry
+    from brandforge.models import LedgerEntry
 
     good = demo_photo("coffee-cup.jpg", (512, 384))
     demo_profile.ledger.record(LedgerEntry(client=demo_profile.client_id, source_uri="earlier.png", state="published", phash=phash(good)))

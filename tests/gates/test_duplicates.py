@@ -7,9 +7,9 @@ import io
 import pytest
 from PIL import Image
 
-from blocks.ledger import Ledger
-from models import GateThresholds, LedgerEntry
-from tasks.gates.duplicates import check_duplicate, hamming, phash
+from brandforge.blocks.ledger import Ledger
+from brandforge.models import GateThresholds, LedgerEntry
+from brandforge.tasks.gates.duplicates import check_duplicate, hamming, phash
 from tests.gates.images import demo_photo
 
 T = GateThresholds()

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from blocks.ledger import Ledger
-from flows.catalog_refresh import catalog_refresh
-from models import GateThresholds, StepSpec
-from tasks.gates.duplicates import phash
+from brandforge.blocks.ledger import Ledger
+from brandforge.flows.catalog_refresh import catalog_refresh
+from brandforge.models import GateThresholds, StepSpec
+from brandforge.tasks.gates.duplicates import phash
 from tests.conftest import DEMO_CATALOG
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

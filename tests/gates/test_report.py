@@ -8,8 +8,8 @@ import re
 
 from PIL import Image
 
-from models import AssetOutcome
-from tasks.gates.report import MIN_HISTOGRAM_ASSETS, histogram_bins, histogram_png, report_markdown, score_rows
+from brandforge.models import AssetOutcome
+from brandforge.tasks.gates.report import MIN_HISTOGRAM_ASSETS, histogram_bins, histogram_png, report_markdown, score_rows
 
 
 def outcome(name: str, aesthetic: list[float], chosen: int | None = 0, state: str = "published") -> AssetOutcome:

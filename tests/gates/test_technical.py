@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from models import GateThresholds
-from tasks.gates.technical import (
+from brandforge.models import GateThresholds
+from brandforge.tasks.gates.technical import (
     check_colour_cast,
     check_contrast,
     check_exposure,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blocks.refiners import ReplicateRefiner, StabilityRefiner
+from brandforge.blocks.refiners import ReplicateRefiner, StabilityRefiner
 from tests.fakes.refiners import STABILITY_KEY, TOKEN, FakeRefinerServer
 
 

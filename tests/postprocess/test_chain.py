@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import InvalidInput, StepSpec
-from tasks.postprocess import chain as chain_module
-from tasks.postprocess.chain import ChainContext, postprocess_candidate, prepare_chain, run_chain, validate_chain
-from tasks.postprocess.encode import read_embedded_params
+from brandforge.models import InvalidInput, StepSpec
+from brandforge.tasks.postprocess import chain as chain_module
+from brandforge.tasks.postprocess.chain import ChainContext, postprocess_candidate, prepare_chain, run_chain, validate_chain
+from brandforge.tasks.postprocess.encode import read_embedded_params
 from tests.postprocess.images import make_logo, red_mask, subject_scene
 
 PALETTE = ("#14213d", "#e8a838", "#fcf6ec", "#2b6f9e", "#c8553d")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from blocks.c2pa_signer import GENERATION_ASSERTION, C2paSigner
-from models import InvalidInput, StepSpec
-from tasks.postprocess.chain import ChainContext, postprocess_candidate
-from tasks.postprocess.encode import (
+from brandforge.blocks.c2pa_signer import GENERATION_ASSERTION, C2paSigner
+from brandforge.models import InvalidInput, StepSpec
+from brandforge.tasks.postprocess.chain import ChainContext, postprocess_candidate
+from brandforge.tasks.postprocess.encode import (
     DIGITAL_SOURCE_TYPE,
     EncodeParams,
     encode_image,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from models import StepSpec
-from tasks.postprocess.chain import ChainContext, postprocess_candidate
-from tasks.postprocess.faces import FaceRestoreParams, detect_faces
+from brandforge.models import StepSpec
+from brandforge.tasks.postprocess.chain import ChainContext, postprocess_candidate
+from brandforge.tasks.postprocess.faces import FaceRestoreParams, detect_faces
 from tests.postprocess.images import subject_scene
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -64,7 +64,7 @@ def test_params_are_checked():
 
 
 def test_a_refiner_without_face_models_is_refused_before_any_image(tmp_path, stability, fake):
-    from models import InvalidInput
+    from brandforge.models import InvalidInput
 
     with pytest.raises(InvalidInput, match="needs a refiner that offers 'faces'; StabilityRefiner offers"):
         run(tmp_path, Image.new("RGB", (64, 64)), ChainContext(seed=1, refiner=stability))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.postprocess.finish import (
+from brandforge.tasks.postprocess.finish import (
     GrainParams,
     LensDistortionParams,
     SoftLightParams,

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from prefect import flow
 
-from models import AssetRef, StepSpec
-from tasks.postprocess.chain import ChainContext, postprocess_candidate
+from brandforge.models import AssetRef, StepSpec
+from brandforge.tasks.postprocess.chain import ChainContext, postprocess_candidate
 from tests.conftest import DEMO_CATALOG
 from tests.postprocess.images import subject_scene
 
@@ -35,7 +35,7 @@ def test_transient_refiner_failure_is_retried_by_the_step_task(tmp_path, replica
 
 
 def test_extra_formats_reach_the_gallery(demo_profile, demo_state, tmp_path):
-    from flows.process_asset import process_asset
+    from brandforge.flows.process_asset import process_asset
 
     catalog = tmp_path / "catalog"
     catalog.mkdir()
@@ -68,7 +68,7 @@ def test_extra_formats_reach_the_gallery(demo_profile, demo_state, tmp_path):
 
 def test_steps_load_saved_blocks_by_name(tmp_path, replicate, fake):
     c2pa = pytest.importorskip("c2pa")  # noqa: F841
-    from blocks.c2pa_signer import C2paSigner
+    from brandforge.blocks.c2pa_signer import C2paSigner
     from tests.postprocess.ca import make_test_ca
 
     ca = make_test_ca()
@@ -84,7 +84,7 @@ def test_steps_load_saved_blocks_by_name(tmp_path, replicate, fake):
     result = postprocess_candidate.fn(str(raw), chain, ChainContext(seed=1), str(tmp_path / "named"))
     assert Image.open(result.path).size == (128, 72)
     assert C2paSigner.load("pp-test-signer").read_manifest(result.path)["validation_state"] == "Trusted"
-    from models import InvalidInput
+    from brandforge.models import InvalidInput
 
     with pytest.raises(InvalidInput, match="could not be loaded"):
         postprocess_candidate.fn(
@@ -93,8 +93,8 @@ def test_steps_load_saved_blocks_by_name(tmp_path, replicate, fake):
 
 
 def test_client_profile_round_trips_its_refiner_and_signer(demo_profile, replicate):
-    from blocks.client_profile import ClientProfile
-    from blocks.refiners import ReplicateRefiner
+    from brandforge.blocks.client_profile import ClientProfile
+    from brandforge.blocks.refiners import ReplicateRefiner
 
     profile = demo_profile.model_copy(update={"client_id": "pp-refiner-client", "refiner": replicate})
     profile.save("pp-refiner-client", overwrite=True)

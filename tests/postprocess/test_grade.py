@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import InvalidInput
-from tasks.postprocess.grade import GradeParams, grade_image, palette_distance, srgb_to_lab, lab_to_srgb
+from brandforge.models import InvalidInput
+from brandforge.tasks.postprocess.grade import GradeParams, grade_image, palette_distance, srgb_to_lab, lab_to_srgb
 from tests.postprocess.images import subject_scene
 
 PALETTE = ("#14213d", "#e8a838", "#fcf6ec", "#2b6f9e", "#c8553d")

@@ -17,8 +17,8 @@ import json, sys
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from models import StepSpec
-from tasks.postprocess.chain import ChainContext, postprocess_candidate
+from brandforge.models import StepSpec
+from brandforge.tasks.postprocess.chain import ChainContext, postprocess_candidate
 
 out = Path(sys.argv[1])
 def peak_kib():

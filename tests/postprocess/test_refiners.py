@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blocks.refiners import ReplicateRefiner
-from models import RateLimited, Rejected, Transient
-from tasks.postprocess.context import to_png
+from brandforge.blocks.refiners import ReplicateRefiner
+from brandforge.models import RateLimited, Rejected, Transient
+from brandforge.tasks.postprocess.context import to_png
 
 
 def png(size=(40, 30), colour=(10, 120, 200)) -> bytes:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.postprocess.reframe import (
+from brandforge.tasks.postprocess.reframe import (
     ReframeParams,
     blur_extend,
     crop_size,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.postprocess.upscale import UpscaleParams, target_size, upscale_image
+from brandforge.tasks.postprocess.upscale import UpscaleParams, target_size, upscale_image
 from tests.postprocess.images import subject_scene
 
 
@@ -73,7 +73,7 @@ def test_users_own_weights_with_spandrel(tmp_path):
 
 def test_bad_weights_file_is_a_clear_error(tmp_path):
     pytest.importorskip("spandrel")
-    from models import InvalidInput
+    from brandforge.models import InvalidInput
 
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a model")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.postprocess.watermark import WatermarkParams, apply_watermark, logo_box
+from brandforge.tasks.postprocess.watermark import WatermarkParams, apply_watermark, logo_box
 from tests.postprocess.images import flat, make_logo
 
 

@@ -24,7 +24,7 @@ class Case:
 
 
 def _replicate() -> Case:
-    from blocks.providers.replicate import ReplicateProvider
+    from brandforge.blocks.providers.replicate import ReplicateProvider
     from tests.fakes import replicate as fake
 
     def block(f, hook, tmp):
@@ -35,7 +35,7 @@ def _replicate() -> Case:
 
 
 def _fal() -> Case:
-    from blocks.providers.fal import FalProvider
+    from brandforge.blocks.providers.fal import FalProvider
     from tests.fakes import fal as fake
 
     def block(f, hook, tmp):
@@ -46,7 +46,7 @@ def _fal() -> Case:
 
 
 def _stability() -> Case:
-    from blocks.providers.stability import StabilityProvider
+    from brandforge.blocks.providers.stability import StabilityProvider
     from tests.fakes import stability as fake
 
     def block(f, hook, tmp):
@@ -56,7 +56,7 @@ def _stability() -> Case:
 
 
 def _openai() -> Case:
-    from blocks.providers.openai_images import OpenAIImagesProvider
+    from brandforge.blocks.providers.openai_images import OpenAIImagesProvider
     from tests.fakes import openai as fake
 
     def block(f, hook, tmp):
@@ -66,7 +66,7 @@ def _openai() -> Case:
 
 
 def _leonardo() -> Case:
-    from blocks.providers.leonardo import LeonardoProvider
+    from brandforge.blocks.providers.leonardo import LeonardoProvider
     from tests.fakes import leonardo as fake
 
     def block(f, hook, tmp):

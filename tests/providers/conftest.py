@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from models import PARAM_NAMES, GenerationRequest
+from brandforge.models import PARAM_NAMES, GenerationRequest
 from tests.fakes.base import Served, WebhookSink
 
 

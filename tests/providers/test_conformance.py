@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from models import JobState, Rejected, Transient
-from tasks.generate import run_generation
+from brandforge.models import JobState, Rejected, Transient
+from brandforge.tasks.generate import run_generation
 from tests.fakes.base import Knobs, serve
 from tests.providers.cases import all_cases
 

@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from blocks.providers.diffusers_local import DiffusersProvider  # noqa: E402
-from models import Rejected  # noqa: E402
-from tasks.generate import run_generation  # noqa: E402
+from brandforge.blocks.providers.diffusers_local import DiffusersProvider  # noqa: E402
+from brandforge.models import Rejected  # noqa: E402
+from brandforge.tasks.generate import run_generation  # noqa: E402
 from tests.providers.tiny_diffusers import build_sd15, build_sdxl  # noqa: E402
 
 

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from blocks.providers.fal import FalProvider
-from blocks.providers.replicate import ReplicateProvider
-from deployments.gateway import build_app
-from tasks.generate import run_generation
+from brandforge.blocks.providers.fal import FalProvider
+from brandforge.blocks.providers.replicate import ReplicateProvider
+from brandforge.deployments.gateway import build_app
+from brandforge.tasks.generate import run_generation
 from tests.fakes import fal as fake_fal
 from tests.fakes import replicate as fake_replicate
 from tests.fakes.base import Knobs, Served, serve

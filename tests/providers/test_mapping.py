@@ -11,9 +11,9 @@ import json
 import httpx
 import pytest
 
-from blocks.http import parse_retry_after, raise_for_status
-from models import RateLimited, Rejected, Transient
-from tasks.generate import run_generation
+from brandforge.blocks.http import parse_retry_after, raise_for_status
+from brandforge.models import RateLimited, Rejected, Transient
+from brandforge.tasks.generate import run_generation
 from tests.fakes.base import Knobs, serve
 
 

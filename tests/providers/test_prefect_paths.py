@@ -9,9 +9,9 @@ import time
 import pytest
 from prefect import flow
 
-from blocks.providers.replicate import ReplicateProvider
-from models import Rejected
-from tasks.generate import COMPLETED_EVENT, generate_images, run_generation
+from brandforge.blocks.providers.replicate import ReplicateProvider
+from brandforge.models import Rejected
+from brandforge.tasks.generate import COMPLETED_EVENT, generate_images, run_generation
 from tests.fakes import replicate as fake_replicate
 from tests.fakes.base import Knobs, serve
 
@@ -75,7 +75,7 @@ def test_global_limits_are_created_from_the_block(prefect_server, replicate, mak
                     await client.read_global_concurrency_limit_by_name(block.concurrency_limit_name))
 
     rate, jobs = asyncio.run(read())
-    from tasks.provider_limits import RATE_BATCH_SECONDS
+    from brandforge.tasks.provider_limits import RATE_BATCH_SECONDS
 
     # One batch of a 120/min budget; slots decay at 2 per second.
     assert rate.limit == round(2 * RATE_BATCH_SECONDS) and rate.slot_decay_per_second == pytest.approx(2.0)
@@ -100,8 +100,8 @@ def test_generate_task_records_price_and_fails_refusals_without_retry(prefect_se
 
 
 def test_provider_block_round_trips_through_client_profile(prefect_server, tmp_path):
-    from blocks.client_profile import ClientProfile
-    from blocks.ledger import Ledger
+    from brandforge.blocks.client_profile import ClientProfile
+    from brandforge.blocks.ledger import Ledger
 
     block = ReplicateProvider(api_key="r8_secret_value", webhook_secret="whsec_c2VjcmV0LXNpZ25pbmcta2V5LTI0Ynl0ZXM", model="acme/img2img",
                               prefer_wait_s=10, price_per_image_usd=0.02)
@@ -116,7 +116,7 @@ def test_provider_block_round_trips_through_client_profile(prefect_server, tmp_p
 
 def test_paced_slots_are_granted_without_refusals(prefect_server):
     """Many callers on several threads/loops share one budget: batched grants, no 423 from Prefect."""
-    from tasks.provider_limits import ensure_provider_limits, take_submit_slot
+    from brandforge.tasks.provider_limits import ensure_provider_limits, take_submit_slot
 
     block = ReplicateProvider(api_key="x", requests_per_minute=1200, max_concurrent_jobs=4, limit_group="pacer-test")
     asyncio.run(ensure_provider_limits(block))
@@ -145,8 +145,8 @@ def test_content_filter_ends_the_asset_failed_with_the_providers_reason(prefect_
     import shutil
 
 
-    from flows.process_asset import process_asset
-    from models import AssetRef
+    from brandforge.flows.process_asset import process_asset
+    from brandforge.models import AssetRef
     from tests.conftest import DEMO_CATALOG
 
     fake, block = replicate
@@ -167,7 +167,7 @@ def test_job_slots_never_exceed_the_cap_and_all_go_back(prefect_server):
     """12 holders on 3 threads (3 event loops) share a cap of 4; afterwards the server holds none."""
     from prefect.client.orchestration import get_client
 
-    from tasks.provider_limits import ensure_provider_limits, job_slot
+    from brandforge.tasks.provider_limits import ensure_provider_limits, job_slot
 
     block = ReplicateProvider(api_key="x", max_concurrent_jobs=4, limit_group="pool-test")
     assert block.concurrency_limit_name == "brandforge-provider-replicate-pool-test-jobs"

@@ -11,11 +11,11 @@ import asyncio
 
 import pytest
 
-from blocks.providers.replicate import ReplicateProvider
-from blocks.refiners import ReplicateRefiner, StabilityRefiner
-from blocks.targets.strapi import StrapiSite
-from blocks.targets.wordpress import WordPressSite
-from models import ProviderError, PublishError, PublishItem, RateLimited, Rejected, Transient
+from brandforge.blocks.providers.replicate import ReplicateProvider
+from brandforge.blocks.refiners import ReplicateRefiner, StabilityRefiner
+from brandforge.blocks.targets.strapi import StrapiSite
+from brandforge.blocks.targets.wordpress import WordPressSite
+from brandforge.models import ProviderError, PublishError, PublishItem, RateLimited, Rejected, Transient
 from tests.fakes.base import Served, StatusServer
 
 CODES = [400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504]

@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from blocks.providers.fal import FalProvider
-from blocks.providers.http import download
-from blocks.providers.replicate import ReplicateProvider
-from models import JobHandle, Rejected
+from brandforge.blocks.providers.fal import FalProvider
+from brandforge.blocks.providers.http import download
+from brandforge.blocks.providers.replicate import ReplicateProvider
+from brandforge.models import JobHandle, Rejected
 
 API = "https://api.provider.example"
 

@@ -13,10 +13,10 @@ import logging
 
 import pytest
 
-from blocks.providers.diffusers_local import DiffusersProvider
-from blocks.providers.local_engine import LocalEngine
-from models import PARAM_NAMES, Recipe, Rejected
-from tasks.generate import run_generation
+from brandforge.blocks.providers.diffusers_local import DiffusersProvider
+from brandforge.blocks.providers.local_engine import LocalEngine
+from brandforge.models import PARAM_NAMES, Recipe, Rejected
+from brandforge.tasks.generate import run_generation
 from tests.providers.cases import all_cases
 
 CASES = {c.name: c for c in all_cases()}

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from models import PublishItem
+from brandforge.models import PublishItem
 from tests.conftest import free_port
 from tests.fakes.base import Served
 
@@ -42,7 +42,7 @@ class WordPressEnv:
     seconds_to_start: float
 
     def site(self, **overrides: Any):
-        from blocks.targets.wordpress import WordPressSite
+        from brandforge.blocks.targets.wordpress import WordPressSite
 
         values = {"url": self.url, "username": self.user, "application_password": self.app_password, "timeout_seconds": 20}
         return WordPressSite(**{**values, **overrides})

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from blocks.ledger import Ledger
-from deployments.cli import main
-from models import LedgerEntry
+from brandforge.blocks.ledger import Ledger
+from brandforge.deployments.cli import main
+from brandforge.models import LedgerEntry
 
 KEY = "9f" * 32
 SOURCE = "5a" * 32

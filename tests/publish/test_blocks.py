@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from prefect.blocks.core import Block
 
-from blocks.client_profile import ClientProfile
-from blocks.targets.s3 import S3Target
-from blocks.targets.strapi import StrapiSite
-from blocks.targets.wordpress import WordPressSite
+from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.targets.s3 import S3Target
+from brandforge.blocks.targets.strapi import StrapiSite
+from brandforge.blocks.targets.wordpress import WordPressSite
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

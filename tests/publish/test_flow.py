@@ -12,8 +12,8 @@ import shutil
 import pytest
 from prefect.filesystems import LocalFileSystem
 
-from blocks.ledger import Ledger
-from models import AssetRef
+from brandforge.blocks.ledger import Ledger
+from brandforge.models import AssetRef
 from tests.conftest import DEMO_CATALOG
 from tests.publish.conftest import Fault
 
@@ -28,7 +28,7 @@ def _catalog(tmp_path, name="coffee-cup.jpg"):
 
 
 def _run(profile, asset, catalog, state):
-    from flows.process_asset import process_asset
+    from brandforge.flows.process_asset import process_asset
 
     return process_asset(asset, profile=profile, source_folder=str(catalog), work_dir=str(state / "work"))
 

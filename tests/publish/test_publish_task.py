@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from blocks.ledger import Ledger
-from blocks.targets.gallery import LocalGallery
-from blocks.targets.wordpress import WordPressSite
-from models import LedgerEntry
-from tasks.publish import receipt_from_ledger
+from brandforge.blocks.ledger import Ledger
+from brandforge.blocks.targets.gallery import LocalGallery
+from brandforge.blocks.targets.wordpress import WordPressSite
+from brandforge.models import LedgerEntry
+from brandforge.tasks.publish import receipt_from_ledger
 
 
 SITE = WordPressSite(url="http://127.0.0.1:8089", username="a", application_password="p")

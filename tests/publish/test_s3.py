@@ -8,9 +8,9 @@ import pytest
 from prefect_aws import AwsCredentials, S3Bucket
 from prefect_aws.client_parameters import AwsClientParameters
 
-from blocks.targets.s3 import S3Target
-from models import PublishError
-from tasks.archive import TAG_KEY, handle_s3_source
+from brandforge.blocks.targets.s3 import S3Target
+from brandforge.models import PublishError
+from brandforge.tasks.archive import TAG_KEY, handle_s3_source
 
 
 def run(coro):

@@ -7,8 +7,8 @@ import json
 import pytest
 from prefect.filesystems import LocalFileSystem
 
-from models import AssetRef, InvalidInput
-from tasks.archive import handle_local_source, handle_source
+from brandforge.models import AssetRef, InvalidInput
+from brandforge.tasks.archive import handle_local_source, handle_source
 from tests.publish.conftest import make_image
 
 
@@ -48,7 +48,7 @@ def test_leave_touches_nothing(tmp_path):
 def test_profile_field_is_validated(demo_profile):
     from pydantic import ValidationError
 
-    from blocks.client_profile import ClientProfile
+    from brandforge.blocks.client_profile import ClientProfile
 
     data = demo_profile.model_dump(exclude={"provider", "target", "ledger", "source", "aesthetic", "refiner", "c2pa_signer"})
     with pytest.raises(ValidationError, match="source_handling"):
@@ -59,7 +59,7 @@ def test_profile_field_is_validated(demo_profile):
 def test_archive_prefix_must_be_a_relative_folder(demo_profile, prefix):
     from pydantic import ValidationError
 
-    from blocks.client_profile import ClientProfile
+    from brandforge.blocks.client_profile import ClientProfile
 
     data = demo_profile.model_dump(exclude={"provider", "target", "ledger", "source", "aesthetic", "refiner", "c2pa_signer"})
     with pytest.raises(ValidationError, match="archive_prefix must be a relative folder"):

@@ -10,8 +10,8 @@ import asyncio
 import httpx
 import pytest
 
-from blocks.targets.strapi import StrapiSite, strapi_file_name
-from models import PublishError
+from brandforge.blocks.targets.strapi import StrapiSite, strapi_file_name
+from brandforge.models import PublishError
 
 pytestmark = pytest.mark.parametrize("strapi_fake", ["v4", "v5"], indirect=True)
 

@@ -12,7 +12,7 @@ import asyncio
 import httpx
 import pytest
 
-from models import PublishError
+from brandforge.models import PublishError
 from tests.publish.conftest import Fault
 
 
@@ -144,7 +144,7 @@ def test_http_answers_map_to_retryable_or_not(wordpress, wp_proxy, publish_item,
 
 
 def test_unreachable_site_is_retryable(publish_item):
-    from blocks.targets.wordpress import WordPressSite
+    from brandforge.blocks.targets.wordpress import WordPressSite
     from tests.conftest import free_port
 
     site = WordPressSite(url=f"http://127.0.0.1:{free_port()}", username="admin", application_password="x", timeout_seconds=2)

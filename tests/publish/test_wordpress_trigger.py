@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from deployments.gateway import build_app
-from models import AssetRef
+from brandforge.deployments.gateway import build_app
+from brandforge.models import AssetRef
 from tests.conftest import DEMO_CATALOG
 from tests.fakes.base import Served
 
@@ -63,7 +63,7 @@ def test_an_upload_starts_a_run_and_the_result_is_published_back_as_a_draft(word
     assert payload["uri"] == media["source_url"] and payload["name"] == media["source_url"].rsplit("/", 1)[-1]
     assert payload["record"]["attachment_id"] == media["id"] and payload["record"]["event"] == "media.create"
 
-    from flows.process_asset import process_asset
+    from brandforge.flows.process_asset import process_asset
 
     asset = AssetRef(client="demo", uri=payload["uri"], name=payload["name"])
     profile = demo_profile.model_copy(update={"target": wordpress.site(status="draft")})

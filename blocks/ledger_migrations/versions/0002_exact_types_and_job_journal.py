@@ -12,7 +12,7 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from blocks.ledger_schema import USD, BigId, UTCDateTime
+from brandforge.blocks.ledger_schema import USD, BigId, UTCDateTime
 
 revision = "0002"
 down_revision = "0001"
