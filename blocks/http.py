@@ -226,6 +226,23 @@ def raise_for_status(resp: httpx.Response, provider: str) -> httpx.Response:
     raise Rejected(f"{provider}: HTTP {code}: {reason}", provider=provider, status_code=code)
 
 
+@contextlib.contextmanager
+def transport_errors(provider: str, method: str, url: str, timeout_s: float) -> Iterator[None]:
+    """The URL's syntax checked by the guard first (before httpx reads it); then, for sync and async
+    callers alike, a refused URL or a redirect loop is `Rejected`, a timeout or dropped connection `Transient`."""
+    try:
+        parse_host(url, UrlPolicy.from_env())
+        yield
+    except UrlRefused as exc:
+        raise Rejected(f"{provider}: {exc}", provider=provider) from exc
+    except httpx.TooManyRedirects as exc:
+        raise Rejected(f"{provider}: {method} {safe_url(url)}: too many redirects", provider=provider) from exc
+    except httpx.TimeoutException as exc:
+        raise Transient(f"{provider}: {method} {safe_url(url)} timed out after {timeout_s:g}s", provider=provider) from exc
+    except httpx.TransportError as exc:
+        raise Transient(f"{provider}: {method} {safe_url(url)} failed: {type(exc).__name__}", provider=provider) from exc
+
+
 async def send(
     provider: str,
     method: str,
@@ -239,18 +256,9 @@ async def send(
     """One HTTP exchange with a provider or refiner service, transport failures mapped to `Transient`,
     a URL the guard refuses to `Rejected`. Credential headers go only to `api_origin`."""
     check_credentials(provider, url, kwargs.get("headers"), api_origin)
-    try:
-        parse_host(url, UrlPolicy.from_env())  # the syntax rules on the URL as given, before httpx reads it
+    with transport_errors(provider, method, url, timeout_s):
         async with async_client(timeout_s) as client:
             resp = await client.request(method, url, **kwargs)
-    except UrlRefused as exc:
-        raise Rejected(f"{provider}: {exc}", provider=provider) from exc
-    except httpx.TooManyRedirects as exc:
-        raise Rejected(f"{provider}: {method} {safe_url(url)}: too many redirects", provider=provider) from exc
-    except httpx.TimeoutException as exc:
-        raise Transient(f"{provider}: {method} {safe_url(url)} timed out after {timeout_s:g}s", provider=provider) from exc
-    except httpx.TransportError as exc:
-        raise Transient(f"{provider}: {method} {safe_url(url)} failed: {type(exc).__name__}", provider=provider) from exc
     if ok is not None and ok(resp):
         return resp
     return raise_for_status(resp, provider)
@@ -260,18 +268,9 @@ def send_sync(provider: str, method: str, url: str, *, timeout_s: float = DEFAUL
               api_origin: str | None = None, **kwargs: Any) -> httpx.Response:
     """`send` for the few synchronous callers (a webhook check reading a key set), same mapping."""
     check_credentials(provider, url, kwargs.get("headers"), api_origin)
-    try:
-        parse_host(url, UrlPolicy.from_env())
+    with transport_errors(provider, method, url, timeout_s):
         with sync_client(timeout_s) as client:
             resp = client.request(method, url, **kwargs)
-    except UrlRefused as exc:
-        raise Rejected(f"{provider}: {exc}", provider=provider) from exc
-    except httpx.TooManyRedirects as exc:
-        raise Rejected(f"{provider}: {method} {safe_url(url)}: too many redirects", provider=provider) from exc
-    except httpx.TimeoutException as exc:
-        raise Transient(f"{provider}: {method} {safe_url(url)} timed out after {timeout_s:g}s", provider=provider) from exc
-    except httpx.TransportError as exc:
-        raise Transient(f"{provider}: {method} {safe_url(url)} failed: {type(exc).__name__}", provider=provider) from exc
     return raise_for_status(resp, provider)
 
 
