@@ -123,8 +123,9 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
     @classmethod
     def _webhook_secret(cls, v: SecretStr) -> SecretStr:
         """Refused when saved: a set secret must be a usable key (empty = no webhooks, polling only)."""
-        if v.get_secret_value():
-            standard_webhook_key(v.get_secret_value())
+        secret = v.get_secret_value()
+        if secret and set(secret) != {"*"}:  # a UI mask is refused by name where the profile loads
+            standard_webhook_key(secret)
         return v
 
     @model_validator(mode="after")

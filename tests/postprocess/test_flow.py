@@ -51,7 +51,7 @@ def test_extra_formats_reach_the_gallery(demo_profile, demo_state, tmp_path):
     profile = demo_profile.model_copy(update={"recipes": recipes})
 
     outcome = process_asset(
-        AssetRef(client="demo", uri=str(catalog / "ceramic-mug.webp"), name="ceramic-mug.webp"),
+        AssetRef(client="demo", uri=(catalog / "ceramic-mug.webp").as_uri(), name="ceramic-mug.webp"),
         profile=profile, source_folder=str(catalog), work_dir=str(demo_state / "work"),
     )
     assert outcome.state == "published", outcome.reason
