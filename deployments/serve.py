@@ -130,7 +130,7 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
 
 def register_block_types() -> list[str]:
     """Register every concrete brandforge block type (what `prefect block register -m brandforge.blocks` does)."""
-    import brandforge.blocks
+    import brandforge.blocks as blocks
 
     names = []
     for name in blocks.__all__:
