@@ -30,7 +30,9 @@ def profile_for(demo_profile, client_id: str, batch_size: int, **gates):
     """The demo client with `batch_size` variants per recipe, a plain JPEG encode (post-processing is tested
     elsewhere) and these gate thresholds, saved under `client_id`."""
     encode_only = [StepSpec(step="encode", params={"format": "jpeg", "quality": 90})]
-    recipes = [r.model_copy(update={"batch_size": batch_size, "chain": encode_only}) for r in demo_profile.recipes]
+    # Outputs at the source's size (width/height unset), so a thumbnail stays too small to pass.
+    recipes = [r.model_copy(update={"batch_size": batch_size, "chain": encode_only, "width": None, "height": None})
+               for r in demo_profile.recipes]
     thresholds = demo_profile.gates.model_copy(update=gates)
     profile = demo_profile.model_copy(update={"client_id": client_id, "recipes": recipes, "gates": GateThresholds.model_validate(thresholds.model_dump())})
     profile.save(client_id, overwrite=True)
