@@ -69,7 +69,7 @@ def test_an_upload_starts_a_run_and_the_result_is_published_back_as_a_draft(word
     profile = demo_profile.model_copy(update={"target": wordpress.site(status="draft")})
     outcome = process_asset(asset, profile=profile, work_dir=str(demo_state / "work"))
     assert outcome.state == "published", outcome.reason
-    [post] = wordpress.get("/wp/v2/posts", brandforge_generation_key=outcome.generation_key, status="any", context="edit")
+    [post] = wordpress.get("/wp/v2/posts", brandforge_generation_key=outcome.output_key, status="any", context="edit")
     assert post["status"] == "draft" and post["meta"]["_source_image"] == media["source_url"]
     # The styled image brandforge uploaded carries its generation key: it announced nothing.
     time.sleep(1)
