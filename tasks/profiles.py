@@ -54,8 +54,8 @@ def load_profile(client: str) -> ClientProfile:
                            f"(save one as block type {ClientProfile.get_block_type_slug()!r}, name {client!r})") from exc
     if profile.client_id != client:
         raise InvalidInput(f"ClientProfile block {client!r} holds client_id {profile.client_id!r}; they must match")
-    for name in profile.foreign_blocks():
-        raise InvalidInput(foreign_block_error(client, name, f"client profile {client!r}"))
+    if foreign := profile.foreign_blocks():
+        raise InvalidInput(foreign_block_error(client, foreign[0], f"client profile {client!r}"))
     return profile
 
 

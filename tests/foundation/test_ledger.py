@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, inspect, text
 from brandforge.blocks.ledger import BudgetExceeded, Ledger
 from brandforge.blocks.ledger_schema import ledger_table
 from brandforge.models import JobHandle, LedgerEntry
+from tests.conftest import new_postgres_database
 
 
 def entry(**kw) -> LedgerEntry:
@@ -222,9 +223,9 @@ def test_an_existing_ledger_upgrades_in_place(ledger_url):
         assert conn.execute(text("SELECT version_num FROM brandforge_ledger_version")).scalar_one() == "0003"
 
 
-def test_the_password_is_a_secret_not_part_of_the_url(ledger_url):
-    if not ledger_url.startswith("postgresql"):
-        pytest.skip("SQLite has no password")
+def test_the_password_is_a_secret_not_part_of_the_url(postgres_server):
+    """PostgreSQL only: SQLite has no password."""
+    ledger_url = new_postgres_database(postgres_server)
     with_password = ledger_url.replace("brandforge@", "brandforge:S3cr3t-PW-4711@")
     ledger = Ledger(url=with_password)
     assert "S3cr3t-PW-4711" not in ledger.url and ledger.password.get_secret_value() == "S3cr3t-PW-4711"
