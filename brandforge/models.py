@@ -566,7 +566,8 @@ class PublishReceipt(BaseModel):
     already_existed: bool = False
 
 
-FinalState = Literal["published", "quarantined", "failed", "skipped"]
+# "review": handed by a catalog run to a review run of its own (an outcome only, never a ledger row).
+FinalState = Literal["published", "quarantined", "failed", "skipped", "review"]
 
 
 class AssetOutcome(BaseModel):

@@ -18,12 +18,13 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -31,7 +32,7 @@ from prefect_aws import S3Bucket
 
 from brandforge.blocks.client_profile import ClientProfile
 from brandforge.blocks.targets.gallery import LocalGallery
-from brandforge.flows.process_asset import process_asset
+from brandforge.flows.process_asset import asset_pipeline, process_asset
 from brandforge.models import CATALOG_DEGRADED_EVENT, AssetOutcome, AssetRef, CatalogSummary, InvalidInput
 from brandforge.tasks.gates.report import create_gate_report
 from brandforge.tasks.ledger import record_orchestration_failure
@@ -39,15 +40,41 @@ from brandforge.tasks.load import list_catalog
 from brandforge.tasks.profiles import check_profile, load_profile
 from brandforge.tasks.retry import retry_orchestration_errors
 
-MAX_PARALLEL = int(os.environ.get("BRANDFORGE_MAX_PARALLEL", "4"))
-STATES = ("published", "skipped", "quarantined", "failed")
+# Assets in progress at once. Most of an asset's time is spent waiting on a provider's job, so this
+# is sized for keeping a provider's rate limit busy (120 jobs/min × 5 s ≈ 10 in flight), not for cores.
+MAX_PARALLEL = int(os.environ.get("BRANDFORGE_MAX_PARALLEL", "16"))
+STATES = ("published", "skipped", "quarantined", "review", "failed")
 
 
 @task(name="run-asset", task_run_name="asset {asset.name}", cache_policy=NO_CACHE,
       retries=2, retry_delay_seconds=[5, 20], retry_jitter_factor=0.5, retry_condition_fn=retry_orchestration_errors)
 def run_asset(asset: AssetRef, profile: ClientProfile, source_folder: str | None, work_dir: str, run_key: str) -> AssetOutcome:
-    """One asset as its own `process_asset` flow run (visible, retryable on its own in the UI)."""
+    """One asset, its stages as task runs nested in this one (named after the asset in the UI).
+
+    Not a subflow: a flow run costs ~1 s of API work on a small server, more than the asset's own
+    stages; a task run ~10–40 ms. A borderline asset comes back as `review` (see `review_asset`)."""
+    return asset_pipeline(asset, profile, source_folder, work_dir, run_key, defer_review=True)
+
+
+@task(name="review-asset", task_run_name="review {asset.name}", cache_policy=NO_CACHE)
+def review_asset(asset: AssetRef, profile: ClientProfile, source_folder: str | None, work_dir: str, run_key: str) -> AssetOutcome:
+    """A borderline asset's own `process-asset` run, paused for a person's answer in the UI; it
+    regenerates nothing (the generation is in the store) and records the row the answer decides."""
     return process_asset(asset, profile=profile, source_folder=source_folder, work_dir=work_dir, run_key=run_key)
+
+
+def run_window(assets: Iterable[AssetRef], window: int, start: Callable[[AssetRef], PrefectFuture]) -> Iterator[tuple[AssetRef, PrefectFuture]]:
+    """Start assets as earlier ones finish, at most `window` at a time, and yield each finished one:
+    a catalog of any size holds `window` futures, not one per asset."""
+    pending: dict[PrefectFuture, AssetRef] = {}
+    source = iter(assets)
+    while True:
+        while len(pending) < window and (asset := next(source, None)) is not None:
+            pending[start(asset)] = asset
+        if not pending:
+            return
+        done = next(as_completed(list(pending)))
+        yield pending.pop(done), done
 
 
 def artifact_key(client: str, what: str) -> str:
@@ -139,20 +166,30 @@ def catalog_refresh(
 
     run_key = str(flow_run.id or f"local-{time.time()}")
     progress_id = create_progress_artifact(0.0, key=artifact_key(client, "catalog-progress"), description=f"{client}: assets finished")
-    futures = run_asset.map(assets, profile=unmapped(profile), source_folder=unmapped(source_folder),
-                            work_dir=unmapped(work_dir), run_key=unmapped(run_key))
     outcomes: list[AssetOutcome] = []
-    asset_of = {future.task_run_id: asset for future, asset in zip(futures, assets)}
-    for future in as_completed(futures):
+
+    def settle(asset: AssetRef, future: PrefectFuture) -> AssetOutcome:
         try:
-            outcomes.append(future.result())
+            return future.result()
         except Exception as exc:  # noqa: BLE001 - one asset's orchestration failure must not end the catalog
-            logger.error("asset %s could not be run: %s", asset_of[future.task_run_id].name, exc)
-            outcomes.append(record_orchestration_failure(profile.ledger, asset_of[future.task_run_id], exc))
+            logger.error("asset %s could not be run: %s", asset.name, exc)
+            return record_orchestration_failure(profile.ledger, asset, exc)
+
+    def start(task_: Any) -> Callable[[AssetRef], PrefectFuture]:
+        return lambda asset: task_.submit(asset, profile, source_folder, work_dir, run_key)
+
+    for asset, future in run_window(assets, 2 * MAX_PARALLEL, start(run_asset)):
+        outcomes.append(settle(asset, future))
         update_progress_artifact(progress_id, 100.0 * len(outcomes) / max(1, len(assets)),
                                  description=f"{len(outcomes)}/{len(assets)} assets finished")
     if not assets:
         update_progress_artifact(progress_id, 100.0, description="empty catalog")
+    # Borderline assets waited for nobody so far: each now gets a run of its own that pauses for a person.
+    waiting = [next(a for a in assets if a.uri == o.source_uri) for o in outcomes if o.state == "review"]
+    if waiting:
+        logger.info("%d asset(s) need a person's review; the rest of the catalog is done", len(waiting))
+        reviewed = {a.uri: settle(a, f) for a, f in run_window(waiting, MAX_PARALLEL, start(review_asset))}
+        outcomes = [reviewed.get(o.source_uri, o) if o.state == "review" else o for o in outcomes]
 
     order = {a.uri: i for i, a in enumerate(assets)}
     outcomes.sort(key=lambda o: order.get(o.source_uri, 0))

@@ -15,6 +15,7 @@ recipe value, a provider refusal, a publish error — ends as a recorded
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,7 +144,25 @@ def process_asset(
 
     `profile` is the client's (loaded by name when absent); `source_folder` reads the source from
     that folder instead of the profile's storage. In the run's parameters a profile shows only
-    its name (see `ClientProfile.ser_model`): no block setting or credential reaches the API."""
+    its name (see `ClientProfile.ser_model`): no block setting or credential reaches the API.
+    A borderline asset pauses this run for a person's review (see `wait_for_review`)."""
+    return asset_pipeline(asset, profile, source_folder, work_dir, run_key, defer_review=False)
+
+
+def asset_pipeline(
+    asset: AssetRef,
+    profile: ClientProfile | None,
+    source_folder: str | None,
+    work_dir: str,
+    run_key: str | None,
+    *,
+    defer_review: bool,
+) -> AssetOutcome:
+    """The stages of one asset, each a task of whichever run calls this: the `process-asset` flow
+    for one asset, or `catalog_refresh`'s per-asset task, where a subflow per asset would cost
+    more than the asset's own work (issue 11's profile). With `defer_review`, a borderline asset
+    ends as `review` without a ledger row, and the catalog hands it to a `process-asset` run of
+    its own that waits for the person (the generation is in the store: no second payment)."""
     logger = get_run_logger()
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -164,16 +183,25 @@ def process_asset(
         # Final outputs by output key: a changed chain writes beside, never over, the earlier outputs.
         out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / plan.output_key[:16]  # type: ignore[index]
         with stage("generate", timings):
-            # From the generation store when these pixels were paid for already; async on Prefect's loop.
-            generation = generate_images.submit(
+            # From the generation store when these pixels were paid for already. An async task run on
+            # this thread's own loop: a `.submit` would need a free thread of the catalog's pool, which
+            # every asset waiting here holds (a deadlock at the pool's size).
+            generation = asyncio.run(generate_images(
                 plan.request, profile.provider, str(out_dir), account=job_account(asset, plan, profile, run_key),
                 store_dir=str(GenerationStore.for_client(work_dir, asset.client).root), generation_key=plan.generation_key,
-            ).result()
+            ))
         with stage("postprocess", timings):
             candidates = postprocess_candidates(generation.images, plan.recipe.chain, chain_context(loaded, plan, profile),
                                                 str(out_dir))
         with stage("gates", timings):
             decision = score_candidates(candidates, profile, plan.recipe, loaded.path, asset.uri)
+        if decision.outcome == "review" and defer_review:
+            logger.info("%s: %s; handed to a review run, the catalog goes on", asset.name, decision.reason)
+            return AssetOutcome(client=asset.client, source_uri=asset.uri, name=asset.name, state="review",
+                                reason=decision.reason, source_key=loaded.source_key, generation_key=plan.generation_key,
+                                output_key=plan.output_key, output_uris=[c.path for c in candidates],
+                                cost_usd=generation.cost_usd if not generation.from_store else 0.0,
+                                seconds=round(time.monotonic() - started, 3))
         if decision.outcome == "review":
             logger.info("%s: %s; waiting for a review in the Prefect UI", asset.name, decision.reason)
             decision = apply_review(decision, wait_for_review(decision, profile.gates), profile.gates)
@@ -184,7 +212,7 @@ def process_asset(
         elif decision.outcome == "publish":
             with stage("publish", timings):
                 item = publish_item_for(asset, loaded, plan, decision.chosen)  # type: ignore[arg-type]
-                receipt = publish_item.submit(item, profile.target, profile.ledger).result()
+                receipt = asyncio.run(publish_item(item, profile.target, profile.ledger))
     except StageFailed as exc:
         logger.warning("%s failed at %s: %s", asset.name, exc.stage, exc.reason)
         failure = f"{exc.stage}: {exc.reason}"
