@@ -136,6 +136,28 @@ def test_forged_tampered_and_foreign_sns_messages_are_refused(gateway, sns_host)
     assert sns_host.hits[hits:].count("/confirm") == 0 and events == []
 
 
+def test_stale_and_future_sns_messages_are_refused_before_the_certificate_is_fetched(gateway, sns_host):
+    import datetime as dt
+
+    client, events = gateway
+    now = dt.datetime.now(dt.timezone.utc)
+    hits = len(sns_host.hits)
+    for sent, said in ((now - dt.timedelta(hours=1, minutes=1), "s old"), (now + dt.timedelta(hours=2), "in the future")):
+        r = sns_post(client, sns_host.notification(s3_event("catalog/replay.jpg"), sent=sent))
+        assert r.status_code == 401 and said in r.json()["error"] and "3600 s" in r.json()["error"], r.json()
+    odd = sns_host.notification(s3_event("catalog/replay.jpg"))
+    odd["Timestamp"] = "yesterday"
+    assert "not an ISO 8601 time" in sns_post(client, odd).json()["error"]
+    assert sns_host.hits[hits:] == [] and events == []
+    fresh = sns_host.notification(s3_event("catalog/fresh.jpg"), sent=now - dt.timedelta(minutes=59))
+    assert sns_post(client, fresh).json()["emitted"] == ["fresh.jpg"]
+    strict = SnsVerifier(host_pattern=r"127\.0\.0\.1", ssl_context=sns_host.client_ssl_context(), max_age_s=60)
+    from brandforge.blocks.sns import SnsRejected
+
+    with pytest.raises(SnsRejected, match="more than 60 s off"):
+        strict.verify(fresh)
+
+
 def test_unlisted_topic_and_unknown_client_get_the_same_answer(gateway, sns_host):
     client, events = gateway
     other = sns_post(client, sns_host.notification(s3_event("catalog/x.jpg"), topic="arn:aws:sns:eu-west-1:999:other"))
