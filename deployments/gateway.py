@@ -60,7 +60,7 @@ from brandforge.blocks.client_profile import ClientProfile
 from brandforge.blocks.sns import MESSAGE_TYPES as SNS_MESSAGE_TYPES
 from brandforge.blocks.sns import SnsRejected, SnsVerifier, topic_allowed
 from brandforge.blocks.triggers import STRAPI_ENTRY_EVENTS, STRAPI_EVENTS
-from brandforge.blocks.url_guard import UrlRefused, check_url_form, local_path_under
+from brandforge.blocks.url_guard import UrlPolicy, UrlRefused, check_url_form, local_path_under
 from brandforge.models import (
     ASSET_CREATED_EVENT,
     GENERATION_COMPLETED_EVENT,
@@ -354,7 +354,8 @@ def check_source_uri(asset: AssetRef, profile: ClientProfile) -> None:
     if scheme == "file":
         local_path_under(asset.uri, source.basepath if isinstance(source, LocalFileSystem) else None)
     elif scheme in ("http", "https"):
-        check_url_form(asset.uri)  # names are resolved (and their addresses checked) when the run fetches
+        # The client's own allow-list too (only its own); names are resolved and checked again when the run fetches.
+        check_url_form(asset.uri, UrlPolicy.from_env(profile.url_allow))
     elif scheme == "s3":
         bucket = asset.uri[len("s3://"):].split("/", 1)[0]
         if not isinstance(source, S3Bucket) or bucket != source.bucket_name:

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from brandforge.blocks.client_profile import ClientProfile
 from brandforge.blocks.ledger import BudgetExceeded, Ledger
+from brandforge.blocks.url_guard import client_url_allow
 from brandforge.models import (
     AssetOutcome,
     AssetPlan,
@@ -142,7 +143,8 @@ def process_asset(
     """Take one source through the whole pipeline and record how it ended.
 
     `profile` is the client's (loaded by name when absent); `source_folder` reads the source from
-    that folder instead of the profile's storage. In the run's parameters a profile shows only
+    that folder instead of the profile's storage. The stages that fetch URLs (load, generate, post-process,
+    publish) run with the profile's own `url_allow` added to the URL guard's. In the run's parameters a profile shows only
     its name (see `ClientProfile.ser_model`): no block setting or credential reaches the API."""
     logger = get_run_logger()
     started = time.monotonic()
@@ -152,7 +154,7 @@ def process_asset(
     try:
         with stage("profile", timings):
             profile = checked_profile(asset, profile)
-        with stage("load", timings):
+        with stage("load", timings), client_url_allow(profile.url_allow):
             loaded = load_asset(asset, storage or profile.source, work_dir)
         with stage("route", timings):
             plan = plan_asset(loaded, profile)
@@ -163,13 +165,13 @@ def process_asset(
             return asset_outcome(asset, plan.done, seconds=round(time.monotonic() - started, 3), skipped=True)
         # Final outputs by output key: a changed chain writes beside, never over, the earlier outputs.
         out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / plan.output_key[:16]  # type: ignore[index]
-        with stage("generate", timings):
+        with stage("generate", timings), client_url_allow(profile.url_allow):
             # From the generation store when these pixels were paid for already; async on Prefect's loop.
             generation = generate_images.submit(
                 plan.request, profile.provider, str(out_dir), account=job_account(asset, plan, profile, run_key),
                 store_dir=str(GenerationStore.for_client(work_dir, asset.client).root), generation_key=plan.generation_key,
             ).result()
-        with stage("postprocess", timings):
+        with stage("postprocess", timings), client_url_allow(profile.url_allow):
             candidates = postprocess_candidates(generation.images, plan.recipe.chain, chain_context(loaded, plan, profile),
                                                 str(out_dir))
         with stage("gates", timings):
@@ -182,7 +184,7 @@ def process_asset(
                 # Kept, not deleted: the variants and their scores go where a person can look.
                 quarantined = quarantine_candidates(decision, Path(work_dir).parent / "quarantine" / out_dir.relative_to(work_dir))
         elif decision.outcome == "publish":
-            with stage("publish", timings):
+            with stage("publish", timings), client_url_allow(profile.url_allow):
                 item = publish_item_for(asset, loaded, plan, decision.chosen)  # type: ignore[arg-type]
                 receipt = publish_item.submit(item, profile.target, profile.ledger).result()
     except StageFailed as exc:

@@ -313,6 +313,19 @@ def test_file_uris_only_under_the_clients_own_root(gateway, tmp_path):
     assert r.status_code == 200 and r.json()["emitted"] == ["ok.jpg"]
 
 
+def test_one_clients_url_allow_list_does_not_open_the_door_for_another(gateway, profiles):
+    client, events = gateway
+    profiles["demo"].url_allow = ["10.20.0.0/16"]  # demo's intranet DAM; "local" allows nothing extra
+    profiles["local"].webhook_token = SecretStr(TOKEN)
+    dam = {"uri": "http://10.20.0.5/dam/mug.jpg", "name": "mug.jpg"}
+    r = post(client, dam, path="/assets/local")
+    assert r.status_code == 422 and "private" in r.json()["error"] and events == []
+    r = post(client, {"uri": "http://10.21.0.5/x.jpg", "name": "x.jpg"})
+    assert r.status_code == 422 and "private" in r.json()["error"] and events == []  # outside demo's block
+    r = post(client, dam)
+    assert r.status_code == 200 and r.json()["emitted"] == ["mug.jpg"]
+
+
 # --------------------------------------------------------------------------- Standard Webhooks, Leonardo
 
 
