@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from brandforge.blocks.client_profile import ClientProfile
 from brandforge.blocks.ledger import BudgetExceeded, Ledger
 from brandforge.blocks.url_guard import client_url_allow
+from brandforge.flows.run_state import asset_final_state
 from brandforge.models import (
     AssetOutcome,
     AssetPlan,
@@ -139,13 +140,19 @@ def process_asset(
     source_folder: str | None = None,
     work_dir: str = ".brandforge/work",
     run_key: str | None = None,
+    fail_run_on_failure: bool = False,
 ) -> AssetOutcome:
     """Take one source through the whole pipeline and record how it ended.
 
     `profile` is the client's (loaded by name when absent); `source_folder` reads the source from
     that folder instead of the profile's storage. The stages that fetch URLs (load, generate, post-process,
     publish) run with the profile's own `url_allow` added to the URL guard's. In the run's parameters a profile shows only
-    its name (see `ClientProfile.ser_model`): no block setting or credential reaches the API."""
+    its name (see `ClientProfile.ser_model`): no block setting or credential reaches the API.
+
+    `fail_run_on_failure` (set by the on-new-asset deployment, where this run is all there is to see):
+    the final state's message says how the asset ended and the run is Failed when it failed
+    (`flows/run_state.py`); the result is the AssetOutcome either way. Called from a catalog run,
+    it stays off: the asset's outcome is the catalog's to count."""
     logger = get_run_logger()
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -162,7 +169,8 @@ def process_asset(
             logger.info("%s already %s for these bytes and this recipe; nothing to do", asset.name, plan.done.state)
             if plan.done.state == "published":  # a crash after the row may have left the source undone
                 settle_source(asset, storage, profile, plan.done)
-            return asset_outcome(asset, plan.done, seconds=round(time.monotonic() - started, 3), skipped=True)
+            return finish(asset_outcome(asset, plan.done, seconds=round(time.monotonic() - started, 3), skipped=True),
+                          fail_run_on_failure)
         # Final outputs by output key: a changed chain writes beside, never over, the earlier outputs.
         out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / plan.output_key[:16]  # type: ignore[index]
         with stage("generate", timings), client_url_allow(profile.url_allow):
@@ -197,7 +205,14 @@ def process_asset(
     record_outcome(profile.ledger if isinstance(profile, ClientProfile) else Ledger(), row)
     if row.state == "published":
         settle_source(asset, storage, profile, row)  # only now, with the publish on record
-    return asset_outcome(asset, row, seconds=timings["total"])
+    return finish(asset_outcome(asset, row, seconds=timings["total"]), fail_run_on_failure)
+
+
+def finish(outcome: AssetOutcome, as_final_state: bool) -> AssetOutcome:
+    """The outcome, or (as_final_state) the run's final state carrying it."""
+    if not as_final_state:
+        return outcome
+    return asset_final_state(outcome, str(flow_run.id) if flow_run.id else None)  # type: ignore[return-value]
 
 
 def settle_source(asset: AssetRef, storage: LocalFileSystem | S3Bucket | None, profile: ClientProfile, row: LedgerEntry) -> None:
