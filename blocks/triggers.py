@@ -10,6 +10,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, field_validator
 
 STRAPI_ENTRY_EVENTS = ("entry.create", "entry.update", "entry.publish")
+# These withdraw what brandforge published for the entry's media (flows/withdraw.py).
+STRAPI_WITHDRAW_EVENTS = ("entry.unpublish", "entry.delete")
 STRAPI_EVENTS = ("entry.create", "entry.update", "entry.delete", "entry.publish", "entry.unpublish",
                  "media.create", "media.update", "media.delete")
 
@@ -38,5 +40,6 @@ class StrapiTrigger(BaseModel):
     collections: dict[str, str] = Field(
         default_factory=dict,
         description="Collection (model name such as 'product', or uid 'api::product.product') -> its media field; "
-        "entry.create/update/publish of these start a run for the field's image(s).")
+        "entry.create/update/publish of these start a run for the field's image(s); entry.unpublish/delete "
+        "withdraw what brandforge published for them (the target entry unpublished or deleted).")
     media_uploads: bool = Field(False, description="media.create of an image starts a run too.")

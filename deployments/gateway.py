@@ -18,7 +18,10 @@ notification (plain, SNS- or SQS-wrapped, or from EventBridge), a Strapi v4/v5
 webhook, or a CMS hook's `{"uri": …, "name": …}` with the client's bearer token
 (`ClientProfile.webhook_token`); or a signed SNS message of a topic the profile
 lists (blocks/sns.py) — and emits `brandforge.asset.created`, which starts the
-`process-asset/on-new-asset` deployment.
+`process-asset/on-new-asset` deployment. A Strapi `entry.unpublish` / `entry.delete`
+of a configured collection instead runs the `withdraw` flow (flows/withdraw.py) and
+waits for it: what brandforge published for the entry's media is unpublished or
+deleted at the target, its ledger rows marked `withdrawn`, and the answer lists them.
 
 Every answer is honest: a body over the cap is refused while it streams (413),
 before any authentication work; an unknown client gets exactly what a wrong
@@ -59,7 +62,7 @@ from brandforge.blocks.providers.base import ImageProvider
 from brandforge.blocks.client_profile import ClientProfile
 from brandforge.blocks.sns import MESSAGE_TYPES as SNS_MESSAGE_TYPES
 from brandforge.blocks.sns import SnsRejected, SnsVerifier, topic_allowed
-from brandforge.blocks.triggers import STRAPI_ENTRY_EVENTS, STRAPI_EVENTS
+from brandforge.blocks.triggers import STRAPI_ENTRY_EVENTS, STRAPI_EVENTS, STRAPI_WITHDRAW_EVENTS
 from brandforge.blocks.url_guard import UrlPolicy, UrlRefused, check_url_form, local_path_under
 from brandforge.models import (
     ASSET_CREATED_EVENT,
@@ -69,6 +72,7 @@ from brandforge.models import (
     JobEvent,
     JobState,
     ProviderError,
+    PublishError,
     name_problem,
     stable_hash,
 )
@@ -264,10 +268,43 @@ def _strapi_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, s
         if not media:
             raise Ignored("the uploaded file is not an image")
     else:
-        raise Ignored(f"{event} starts no run (withdrawing what was published for an entry is not built yet)")
+        raise Ignored(f"{event} starts no run")
     record = strapi_record(body)
     return [(StrapiAsset(client=profile.client_id, uri=url, name=name, record=record), version)
             for url, name, version in media]
+
+
+def _is_strapi(body: Any) -> bool:
+    return (isinstance(body, dict) and "uri" not in body and body.get("source") != "wordpress"
+            and isinstance(body.get("event"), str) and ("entry" in body or "media" in body or "model" in body))
+
+
+def strapi_withdrawal(body: Any, profile: ClientProfile) -> tuple[list[str], str, bool] | None:
+    """(source URIs, reason, delete) for a Strapi entry.unpublish / entry.delete of a configured collection;
+    None for any other notification. The sources are the entry's media, as its runs recorded them."""
+    if not _is_strapi(body) or body.get("event") not in STRAPI_WITHDRAW_EVENTS:
+        return None
+    event, settings = body["event"], profile.strapi
+    if settings is None:
+        raise BadNotification(f"client {profile.client_id!r} has no Strapi trigger configured (profile field 'strapi')")
+    model, uid = body.get("model"), body.get("uid")
+    field = settings.collections.get(str(model)) or settings.collections.get(str(uid))
+    if field is None:
+        raise Ignored(f"{event} of collection {model!r} is not configured (configured: {sorted(settings.collections)})")
+    entry = _field(body, "entry")
+    if not isinstance(entry, dict):
+        raise BadNotification("Strapi 'entry' must be an object")
+    sources = [url for url, _, _ in _strapi_media(entry.get(field), settings.base_url, f"entry.{field}")]
+    ref = entry.get("documentId") or entry.get("id")
+    if not sources:
+        raise Ignored(f"{event}: entry {ref!r} of {model!r} names no image in field {field!r}: nothing to withdraw")
+    return sources, f"Strapi {event} of {model} entry {str(ref)[:64]}", event == "entry.delete"
+
+
+def _default_withdraw(profile: ClientProfile, sources: list[str], reason: str, delete: bool) -> list:
+    from brandforge.flows.withdraw import run_withdrawal
+
+    return run_withdrawal(profile, sources, reason, delete)
 
 
 def _wordpress_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
@@ -341,7 +378,7 @@ def assets_from_notification(body: Any, profile: ClientProfile) -> list[tuple[As
         return [(AssetRef(client=profile.client_id, uri=uri, name=name), str(body.get("version", "")))]
     if body.get("source") == "wordpress":
         return _wordpress_assets(body, profile)
-    if isinstance(body.get("event"), str) and ("entry" in body or "media" in body or "model" in body):
+    if _is_strapi(body):
         return _strapi_assets(body, profile)
     return _s3_assets(_s3_records(body), profile)
 
@@ -437,9 +474,11 @@ NOT_ACCEPTED = "missing or wrong credentials for this client"
 def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] = _default_emit,
               seen: SeenDeliveries | None = None,
               load_profile: Callable[[str], ClientProfile] = _load_profile,
-              sns: SnsVerifier | None = None) -> Starlette:
+              sns: SnsVerifier | None = None,
+              withdraw: Callable[[ClientProfile, list[str], str, bool], list] = _default_withdraw) -> Starlette:
     """The gateway for these provider blocks (keyed by the name used in the callback URL)
-    and for every client's asset notifications (profiles loaded by name)."""
+    and for every client's asset notifications (profiles loaded by name); `withdraw` runs the
+    withdraw flow for a Strapi entry.unpublish / entry.delete."""
     seen = seen or SeenDeliveries()
     sns = sns or SnsVerifier()
 
@@ -467,6 +506,22 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
                     return _answer(503, error="events could not be recorded; retry the delivery", emitted=emitted)
                 emitted.append(asset.name)
         return _answer(200, status="ok", assets=[a.name for a, _ in assets], emitted=emitted)
+
+    async def withdraw_sources(profile: ClientProfile, sources: list[str], reason: str, delete: bool) -> JSONResponse:
+        try:
+            done = await run_in_threadpool(withdraw, profile, sources, reason, delete)
+        except PublishError as exc:
+            logger.warning("client %s: withdrawal failed: %s", profile.client_id, exc.reason)
+            return _answer(503 if exc.retryable else 502, error=f"the target refused the withdrawal: {exc.reason}",
+                           withdrawn=[])
+        except Exception as exc:  # noqa: BLE001 - the rows stay published: a repeated delivery withdraws them
+            logger.exception("client %s: withdrawal could not be run", profile.client_id)
+            return _answer(503, error=f"the withdrawal could not be run ({type(exc).__name__}); retry the delivery",
+                           withdrawn=[])
+        taken = [{"name": w.name, "published_url": w.published_url, "detail": w.detail} for w in done if w.withdrawn]
+        kept = [{"name": w.name, "published_url": w.published_url, "detail": w.detail} for w in done if not w.withdrawn]
+        status = "withdrawn" if taken else "nothing to withdraw"
+        return _answer(200, status=status, reason=reason, withdrawn=taken, kept=kept)
 
     async def sns_delivery(client: str, doc: dict) -> JSONResponse:
         try:
@@ -527,6 +582,9 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
                 matches = hmac.compare_digest(given.encode(), (token or f"\x00{uuid.uuid4()}").encode())
                 if not (token and matches):
                     return _answer(401, error=NOT_ACCEPTED)
+            withdrawal = strapi_withdrawal(doc, profile)
+            if withdrawal is not None:
+                return await withdraw_sources(profile, *withdrawal)
             assets = assets_from_notification(doc, profile)
             return await emit_assets(assets, profile)
         except Ignored as why:

@@ -241,7 +241,7 @@ def test_strapi_entry_events_start_a_run_for_the_media_field(gateway, v5):
 @pytest.mark.parametrize("v5", [False, True], ids=["v4", "v5"])
 def test_strapi_other_events_are_answered_honestly(gateway, v5):
     client, events = gateway
-    for event in ("entry.unpublish", "entry.delete", "media.update", "media.delete"):
+    for event in ("media.update", "media.delete"):
         r = post(client, strapi(event, v5=v5))
         assert r.status_code == 200 and r.json()["status"] == "ignored" and event in r.json()["reason"]
     r = post(client, strapi("entry.create", v5=v5, model="article"))
@@ -251,6 +251,60 @@ def test_strapi_other_events_are_answered_honestly(gateway, v5):
     assert events == []
     r = post(client, strapi("media.create", v5=v5))
     assert r.status_code == 200 and r.json()["emitted"] == ["mug.jpg"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.parametrize("v5", [False, True], ids=["v4", "v5"])
+def test_strapi_unpublish_and_delete_withdraw_what_was_published(gateway, profiles, tmp_path, v5):
+    """entry.unpublish / entry.delete run the withdraw flow: the target entry is unpublished (v4) or deleted,
+    the ledger row marked withdrawn, the answer lists it; a repeated delivery withdraws nothing."""
+    import asyncio
+
+    from PIL import Image
+
+    from brandforge.blocks.ledger import Ledger
+    from brandforge.blocks.targets.strapi import StrapiSite
+    from brandforge.models import LedgerEntry, PublishItem
+    from tests.fakes.strapi import FakeStrapi, serve_strapi
+
+    client, events = gateway
+    fake = FakeStrapi(version="v5" if v5 else "v4")
+    with serve_strapi(fake):
+        target = StrapiSite(url=fake.url, api_token=fake.token, version=fake.version, timeout_seconds=10)
+        profiles["demo"].target = target
+        ledger = Ledger(url=profiles["demo"].ledger.url)
+        source = f"{STRAPI}/uploads/mug_abc.jpg"  # the entry's media, as its run recorded it
+        rows = {}
+        for name, uri, target_key in (("mug", source, target.target_key), ("other", f"{STRAPI}/uploads/cup.jpg",
+                                      target.target_key), ("elsewhere", source, "another-target")):
+            Image.new("RGB", (32, 32), "red").save(tmp_path / f"{name}.jpg")
+            item = PublishItem(client="demo", name=f"{name}.jpg", generation_key=f"{name}-{'0' * 60}",
+                               image_path=str(tmp_path / f"{name}.jpg"), source_uri=uri, title=name)
+            receipt = asyncio.run(target.publish(item))
+            rows[name] = ledger.record(LedgerEntry(client="demo", source_uri=uri, generation_key=item.generation_key,
+                                                   state="published", target="strapi", target_key=target_key,
+                                                   remote_ids=receipt.remote_ids, published_url=receipt.url))
+        r = post(client, strapi("entry.unpublish", v5=v5))
+        assert r.status_code == 200 and r.json()["status"] == "withdrawn", r.json()
+        [taken] = r.json()["withdrawn"]
+        [kept] = r.json()["kept"]
+        assert taken["name"] == "mug_abc.jpg" and taken["detail"].endswith(
+            "deleted (Strapi 5's REST API cannot unpublish)" if v5 else "unpublished (draft)")
+        assert "another" in kept["detail"]
+        live = [e["title"] for e in fake.entries if e.get("publishedAt")]
+        assert live == ["other", "elsewhere"]
+        by_id = dict(ledger.rows(client="demo"))
+        assert by_id[rows["mug"]].state == "withdrawn"
+        assert by_id[rows["mug"]].reason.startswith(f"Strapi entry.unpublish of product entry {'abc123xyz' if v5 else 7}: ")
+        assert by_id[rows["other"]].state == by_id[rows["elsewhere"]].state == "published"
+
+        for _ in range(2):  # the entry is then deleted (twice: Strapi or a person repeats it)
+            r = post(client, strapi("entry.delete", v5=v5))
+            assert r.status_code == 200 and r.json()["status"] == "nothing to withdraw" and r.json()["withdrawn"] == []
+        r = post(client, strapi("entry.delete", v5=v5, model="article"))
+        assert r.json()["status"] == "ignored" and "'article' is not configured" in r.json()["reason"]
+        assert [e["title"] for e in fake.entries] == (["other", "elsewhere"] if v5 else ["mug", "other", "elsewhere"])
+    assert events == []
 
 
 def test_strapi_without_configuration_says_so(gateway, profiles):
