@@ -455,3 +455,73 @@ def test_wordpress_signed_calls_are_verified(gateway):
     odd_raw, odd = wp_signed({**WP_UPLOAD, "event": "post.delete"})
     assert client.post("/assets/demo", content=odd_raw, headers=odd).status_code == 422
     assert len(events) == 1
+
+
+# --------------------------------------------------------------------------- a bucket shared by several clients
+
+
+@pytest.fixture
+def shared(demo_profile, s3_bucket_block, sns_host):
+    """Two clients (acme by key prefix, globex by object tag) uploading to one moto bucket."""
+    from brandforge.blocks.triggers import SharedBucket
+
+    bucket = s3_bucket_block.bucket_name
+    s3 = s3_bucket_block.credentials.get_s3_client()
+    for key, tag in (("acme/mug.jpg", None), ("uploads/cup.jpg", "globex"), ("uploads/untagged.jpg", None),
+                     ("uploads/evil.jpg", "initech")):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x", **({"Tagging": f"brandforge-client={tag}"} if tag else {}))
+    profiles = {
+        "acme": demo_profile.model_copy(update={"client_id": "acme", "source": s3_bucket_block.model_copy(update={"bucket_folder": "acme"})}),
+        "globex": demo_profile.model_copy(update={"client_id": "globex", "source": s3_bucket_block.model_copy(update={"bucket_folder": "uploads"})}),
+    }
+    route = SharedBucket(bucket=bucket, key_prefixes={"acme/": "acme"}, tag_clients=["globex"],
+                         credentials=s3_bucket_block.credentials, webhook_token=SecretStr(TOKEN),
+                         sns=SnsSettings(topic_arns=[TOPIC]))
+    events: list[dict] = []
+
+    def load(what, name):
+        if name not in what:
+            raise ValueError("no such block")
+        return what[name]
+
+    verifier = SnsVerifier(host_pattern=r"127\.0\.0\.1", ssl_context=sns_host.client_ssl_context())
+    app = build_app({}, emit=lambda **e: events.append(e), load_profile=lambda n: load(profiles, n),
+                    load_bucket=lambda n: load({"shop": route}, n), sns=verifier)
+    return TestClient(app), events, bucket
+
+
+def test_a_shared_bucket_gives_each_object_to_its_client_by_prefix_or_tag(shared, sns_host):
+    client, events, bucket = shared
+    r = post(client, s3_event("acme/mug.jpg", "uploads/cup.jpg", bucket=bucket, sequencer="01"), path="/buckets/shop")
+    assert r.status_code == 200 and r.json()["clients"] == {"acme": ["mug.jpg"], "globex": ["cup.jpg"]}, r.json()
+    assert [(e["resource"]["brandforge.client"], e["payload"]["uri"]) for e in events] == [
+        ("acme", f"s3://{bucket}/acme/mug.jpg"), ("globex", f"s3://{bucket}/uploads/cup.jpg")]
+    sqs = {"Records": [{"eventSource": "aws:sqs", "body": json.dumps(s3_event("uploads/cup.jpg", bucket=bucket, sequencer="02"))}]}
+    assert post(client, sqs, path="/buckets/shop").json()["clients"] == {"globex": ["cup.jpg"]}
+    signed = sns_host.notification(s3_event("acme/mug.jpg", bucket=bucket, sequencer="03"))
+    assert sns_post(client, signed, path="/buckets/shop").json()["clients"] == {"acme": ["mug.jpg"]}
+    assert len(events) == 4
+
+
+@pytest.mark.parametrize("key,why", [
+    ("uploads/untagged.jpg", "has no 'brandforge-client' tag: its client is unknown"),
+    ("uploads/evil.jpg", "names client 'initech', which shared bucket"),
+    ("uploads/gone.jpg", "its tags could not be read (NoSuchKey)"),
+])
+def test_an_object_whose_client_cannot_be_told_refuses_the_delivery(shared, key, why):
+    client, events, bucket = shared
+    r = post(client, s3_event("acme/mug.jpg", key, bucket=bucket), path="/buckets/shop")
+    assert r.status_code == 422 and why in r.json()["error"] and r.json()["emitted"] == [], r.json()
+    assert events == []
+
+
+def test_a_shared_bucket_route_needs_its_own_credentials(shared, sns_host):
+    client, events, bucket = shared
+    for path, token in (("/buckets/shop", "wrong"), ("/buckets/ghost", TOKEN), ("/buckets/shop", None)):
+        r = post(client, s3_event("acme/mug.jpg", bucket=bucket), token=token, path=path)
+        assert r.status_code == 401 and r.json()["error"] == "missing or wrong credentials for this client"
+    r = sns_post(client, sns_host.notification(s3_event("acme/mug.jpg", bucket=bucket)), path="/buckets/ghost")
+    assert r.status_code == 403
+    r = post(client, s3_event("acme/mug.jpg", bucket="another-bucket"), path="/buckets/shop")
+    assert r.status_code == 422 and "is not the shared bucket" in r.json()["error"]
+    assert events == []
