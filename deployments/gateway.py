@@ -74,6 +74,7 @@ from brandforge.blocks.triggers import (
     STRAPI_WITHDRAW_EVENTS,
     SharedBucket,
     SnsSettings,
+    StrapiTrigger,
 )
 from brandforge.blocks.url_guard import UrlPolicy, UrlRefused, check_url_form, local_path_under
 from brandforge.models import (
@@ -255,6 +256,18 @@ def _strapi_media(media: Any, base_url: str, what: str) -> list[tuple[str, str, 
     return found
 
 
+def _strapi_entry_media(body: dict, settings: StrapiTrigger) -> tuple[Any, dict, str, list[tuple[str, str, str]]]:
+    """(model, entry, media field, images) of an entry event of a configured collection; Ignored otherwise."""
+    event, model, uid = body.get("event"), body.get("model"), body.get("uid")
+    field = settings.collections.get(str(model)) or settings.collections.get(str(uid))
+    if field is None:
+        raise Ignored(f"{event} of collection {model!r} is not configured (configured: {sorted(settings.collections)})")
+    entry = _field(body, "entry")
+    if not isinstance(entry, dict):
+        raise BadNotification("Strapi 'entry' must be an object")
+    return model, entry, field, _strapi_media(entry.get(field), settings.base_url, f"entry.{field}")
+
+
 def _strapi_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
     event = body.get("event")
     if event not in STRAPI_EVENTS:
@@ -263,14 +276,7 @@ def _strapi_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, s
     if settings is None:
         raise BadNotification(f"client {profile.client_id!r} has no Strapi trigger configured (profile field 'strapi')")
     if event in STRAPI_ENTRY_EVENTS:
-        model, uid = body.get("model"), body.get("uid")
-        field = settings.collections.get(str(model)) or settings.collections.get(str(uid))
-        if field is None:
-            raise Ignored(f"{event} of collection {model!r} is not configured (configured: {sorted(settings.collections)})")
-        entry = _field(body, "entry")
-        if not isinstance(entry, dict):
-            raise BadNotification("Strapi 'entry' must be an object")
-        media = _strapi_media(entry.get(field), settings.base_url, f"entry.{field}")
+        model, entry, field, media = _strapi_entry_media(body, settings)
         if not media:
             raise Ignored(f"entry {entry.get('id')!r} of {model!r} has no image in field {field!r}")
     elif event == "media.create":
@@ -299,14 +305,8 @@ def strapi_withdrawal(body: Any, profile: ClientProfile) -> tuple[list[str], str
     event, settings = body["event"], profile.strapi
     if settings is None:
         raise BadNotification(f"client {profile.client_id!r} has no Strapi trigger configured (profile field 'strapi')")
-    model, uid = body.get("model"), body.get("uid")
-    field = settings.collections.get(str(model)) or settings.collections.get(str(uid))
-    if field is None:
-        raise Ignored(f"{event} of collection {model!r} is not configured (configured: {sorted(settings.collections)})")
-    entry = _field(body, "entry")
-    if not isinstance(entry, dict):
-        raise BadNotification("Strapi 'entry' must be an object")
-    sources = [url for url, _, _ in _strapi_media(entry.get(field), settings.base_url, f"entry.{field}")]
+    model, entry, field, media = _strapi_entry_media(body, settings)
+    sources = [url for url, _, _ in media]
     ref = entry.get("documentId") or entry.get("id")
     if not sources:
         raise Ignored(f"{event}: entry {ref!r} of {model!r} names no image in field {field!r}: nothing to withdraw")
@@ -675,18 +675,34 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
         matches = hmac.compare_digest(given.encode(), (token or f"\x00{uuid.uuid4()}").encode())
         return bool(token) and matches
 
-    async def shared_bucket(request: Request) -> JSONResponse:
-        name = request.path_params["name"]
+    async def notification(request: Request, label: str,
+                           handle: Callable[[bytes, Any, bool], Awaitable[JSONResponse]]) -> JSONResponse:
+        """Read a notification (capped, JSON) and answer honestly whatever `handle(body, doc, is_sns)` makes
+        of it: ignored 200, unreadable 422, never a 500."""
         got = await read_notification(request)
         if isinstance(got, JSONResponse):
             return got
-        _, doc = got
+        body, doc = got
         try:
-            route = await bucket_or_none(name)
             kind = sns_kind(request, doc)
             if kind == "mismatch":
                 return _answer(400, error="x-amz-sns-message-type does not match the message's Type")
-            if kind == "sns":
+            return await handle(body, doc, kind == "sns")
+        except Ignored as why:
+            return _answer(200, status="ignored", reason=str(why), assets=[], emitted=[])
+        except BadNotification as exc:
+            return _answer(422, error=str(exc), emitted=[])
+        except Exception as exc:  # noqa: BLE001 - never a 500: say what could not be read
+            logger.exception("unreadable notification for %s", label)
+            return _answer(422, error=f"the notification could not be read ({type(exc).__name__}); expected {EXPECTED}",
+                           emitted=[])
+
+    async def shared_bucket(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+
+        async def handle(body: bytes, doc: Any, is_sns: bool) -> JSONResponse:
+            route = await bucket_or_none(name)
+            if is_sns:
                 async def settings() -> SnsSettings | None:
                     return route.sns if route else None
 
@@ -696,26 +712,14 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
             if not bearer_ok(request, token):
                 return _answer(401, error=NOT_ACCEPTED)
             return await emit_shared(route, _s3_records(doc))  # type: ignore[arg-type]
-        except Ignored as why:
-            return _answer(200, status="ignored", reason=str(why), assets=[], emitted=[])
-        except BadNotification as exc:
-            return _answer(422, error=str(exc), emitted=[])
-        except Exception as exc:  # noqa: BLE001 - never a 500: say what could not be read
-            logger.exception("unreadable notification for shared bucket %s", name)
-            return _answer(422, error=f"the notification could not be read ({type(exc).__name__}); expected {EXPECTED}",
-                           emitted=[])
+
+        return await notification(request, f"shared bucket {name}", handle)
 
     async def new_assets(request: Request) -> JSONResponse:
         client = request.path_params["client"]
-        got = await read_notification(request)
-        if isinstance(got, JSONResponse):
-            return got
-        body, doc = got
-        try:
-            kind = sns_kind(request, doc)
-            if kind == "mismatch":
-                return _answer(400, error="x-amz-sns-message-type does not match the message's Type")
-            if kind == "sns":
+
+        async def handle(body: bytes, doc: Any, is_sns: bool) -> JSONResponse:
+            if is_sns:
                 return await sns_delivery(client, doc)
             profile = await profile_or_none(client)
             token = profile.webhook_token.get_secret_value() if profile and profile.webhook_token else ""
@@ -726,17 +730,10 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
                 return _answer(401, error=NOT_ACCEPTED)
             withdrawal = strapi_withdrawal(doc, profile)
             if withdrawal is not None:
-                return await withdraw_sources(profile, *withdrawal)
-            assets = assets_from_notification(doc, profile)
-            return await emit_assets(assets, profile)
-        except Ignored as why:
-            return _answer(200, status="ignored", reason=str(why), assets=[], emitted=[])
-        except BadNotification as exc:
-            return _answer(422, error=str(exc), emitted=[])
-        except Exception as exc:  # noqa: BLE001 - never a 500: say what could not be read
-            logger.exception("unreadable notification for %s", client)
-            return _answer(422, error=f"the notification could not be read ({type(exc).__name__}); expected {EXPECTED}",
-                           emitted=[])
+                return await withdraw_sources(profile, *withdrawal)  # type: ignore[arg-type]
+            return await emit_assets(assets_from_notification(doc, profile), profile)  # type: ignore[arg-type]
+
+        return await notification(request, client, handle)
 
     async def webhook(request: Request) -> JSONResponse:
         name = request.path_params["name"]

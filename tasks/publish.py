@@ -31,13 +31,12 @@ def receipt_from_ledger(item: PublishItem, target: PublishTarget, ledger: Ledger
     return PublishReceipt(target=target.target_name, url=done.published_url, remote_ids=done.remote_ids, already_existed=True)
 
 
-@task(
-    name="publish",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_transient_only,
-)
+# Calls to a target: retried only when a retry can help (429, 5xx, timeouts).
+TARGET_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
+                      retry_condition_fn=retry_transient_only)
+
+
+@task(name="publish", **TARGET_RETRIES)
 async def publish_item(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt:
     logger = get_run_logger()
     recorded = receipt_from_ledger(item, target, ledger)
@@ -52,13 +51,7 @@ async def publish_item(item: PublishItem, target: PublishTarget, ledger: Ledger)
     return receipt
 
 
-@task(
-    name="withdraw",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_transient_only,
-)
+@task(name="withdraw", **TARGET_RETRIES)
 async def withdraw_published_row(row_id: int, row: LedgerEntry, target: PublishTarget, ledger: Ledger, reason: str,
                                  delete: bool) -> Withdrawal:
     """Take one published image down at its target (unpublish, or delete) and mark its ledger row withdrawn.
