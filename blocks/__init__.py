@@ -21,10 +21,11 @@ from brandforge.blocks.targets.gallery import LocalGallery
 from brandforge.blocks.targets.s3 import S3Target
 from brandforge.blocks.targets.strapi import StrapiSite
 from brandforge.blocks.targets.wordpress import WordPressSite
+from brandforge.blocks.triggers import SharedBucket
 
 __all__ = [
     "AestheticModel", "C2paSigner", "ClientProfile", "ImageProvider", "ImageRefiner", "Ledger", "LocalEngine",
     "LocalGallery", "PublishTarget", "S3Target", "StrapiSite", "WordPressSite", "ReplicateRefiner", "StabilityRefiner",
     "DiffusersProvider", "FalProvider", "LeonardoProvider", "OpenAIImagesProvider", "ReplicateProvider",
-    "StabilityProvider",
+    "StabilityProvider", "SharedBucket",
 ]

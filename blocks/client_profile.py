@@ -33,6 +33,7 @@ from brandforge.blocks.targets.s3 import S3Target
 from brandforge.blocks.targets.strapi import StrapiSite
 from brandforge.blocks.targets.wordpress import WordPressSite
 from brandforge.blocks.triggers import SnsSettings, StrapiTrigger
+from brandforge.blocks.url_guard import allow_entry_problem
 from brandforge.models import GateThresholds, InvalidInput, Recipe, RoutingRule
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -134,6 +135,11 @@ class ClientProfile(Block):
     )
     sns: SnsSettings | None = Field(None, description="SNS topics whose (signed) deliveries start runs; SNS sends no token.")
     strapi: StrapiTrigger | None = Field(None, description="Strapi webhook events that start runs (collections, media).")
+    url_allow: list[str] = Field(
+        default_factory=list,
+        description="Hosts, addresses or CIDR blocks (e.g. an intranet DAM at 10.20.0.0/16) this client's sources, "
+        "provider outputs and targets may be fetched from although the URL guard refuses them otherwise; for this "
+        "client only, in addition to BRANDFORGE_URL_ALLOW.")
     source_handling: Literal["leave", "tag", "move"] = Field(
         "leave",
         description="What happens to a source after its image is published and recorded: leave it, tag it "
@@ -208,6 +214,14 @@ class ClientProfile(Block):
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", v or ""):
             raise ValueError(f"client_id must be lowercase letters, digits and dashes, 1-63 long (got {v!r})")
         return v
+
+    @field_validator("url_allow")
+    @classmethod
+    def _url_allow(cls, v: list[str]) -> list[str]:
+        problems = [p for p in map(allow_entry_problem, v) if p]
+        if problems:
+            raise ValueError(f"url_allow entries must be host names, IP addresses or CIDR blocks: {'; '.join(problems)}")
+        return [e.strip() for e in v]
 
     @field_validator("archive_prefix")
     @classmethod

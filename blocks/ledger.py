@@ -1,9 +1,11 @@
 """Ledger: the one record of what happened to every asset, as a Prefect block.
 
-Append-only rows (one per asset × recipe attempt) that are at once the audit
+Rows (one per asset × recipe attempt, appended) that are at once the audit
 trail (source, keys, provider jobs, outputs, parameters, seed, scores, cost,
 timings, final state) and the idempotency index (a source whose bytes and
-recipe already ended `published` or `quarantined` is not paid for again).
+recipe already ended `published` or `quarantined` is not paid for again). A row is
+never rewritten but for one change: a published image taken down because its source
+was unpublished or deleted is marked `withdrawn` (`mark_withdrawn`), with the why.
 Beside them, the provider job journal: every paid job is on record from the
 moment its price is reserved, so spend and budgets are true across crashes,
 processes and workers.
@@ -239,6 +241,24 @@ class Ledger(Block):
         t = ledger_table.c
         return self._latest(t.client == client, t.target_key == target_key,
                             or_(t.output_key == key, t.generation_key == key), t.state == "published")
+
+    def published_rows_for_sources(self, client: str, source_uris: list[str]) -> list[tuple[int, LedgerEntry]]:
+        """(row id, entry) of this client's rows still `published` for any of these sources, oldest first."""
+        if not source_uris:
+            return []
+        t = ledger_table.c
+        query = select(ledger_table).where(t.client == client, t.source_uri.in_(source_uris), t.state == "published").order_by(t.id)
+        with self.engine.connect() as conn:
+            return [(r.id, _to_entry(r)) for r in conn.execute(query)]
+
+    def mark_withdrawn(self, row_id: int, reason: str) -> bool:
+        """Mark a published row `withdrawn` (its image was taken down); False when it no longer was published."""
+        t = ledger_table.c
+        with self._writing() as conn:
+            done = conn.execute(ledger_table.update().where(t.id == row_id, t.state == "published")
+                                .values(state="withdrawn", reason=reason[:1000]))
+            return done.rowcount == 1
+
     def regeneration_notes(self, client: str, source_key: str, recipe_key: str) -> list[str]:
         """Reviewers' notes of every 'regenerate' answer for these bytes and this recipe, oldest first."""
         t = ledger_table.c

@@ -7,6 +7,9 @@ SNS cannot send a bearer token. A delivery is authenticated by its signature
 pattern (`sns.<region>.amazonaws.com`, `.com.cn`), through the URL guard, and
 cached; and by its `TopicArn`, which must be one the client's profile lists.
 `SubscribeURL` is followed under the same host rule to confirm a subscription.
+A message whose `Timestamp` is older than `max_age_s` (default one hour, as the
+AWS SDKs' validators use; `BRANDFORGE_SNS_MAX_AGE_S`) or as far in the future is
+refused before its certificate is fetched: a captured delivery cannot be replayed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import os
 import re
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
@@ -31,6 +36,8 @@ from brandforge.blocks.url_guard import UrlPolicy, UrlRefused, parse_host
 
 SNS_HOST_PATTERN = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
 SNS_HOSTS_ENV = "BRANDFORGE_SNS_CERT_HOSTS"
+MAX_AGE_ENV = "BRANDFORGE_SNS_MAX_AGE_S"
+DEFAULT_MAX_AGE_S = 3600.0
 MESSAGE_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 _SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -42,6 +49,25 @@ MAX_CERT_BYTES = 64 * 1024
 
 class SnsRejected(ValueError):
     """An SNS delivery that is not authentic (forged, tampered, from a host not allowed)."""
+
+
+def _max_age_from_env() -> float:
+    try:
+        return float(os.environ.get(MAX_AGE_ENV, "") or DEFAULT_MAX_AGE_S)
+    except ValueError:
+        return DEFAULT_MAX_AGE_S
+
+
+def message_age_s(doc: dict[str, Any], now: float | None = None) -> float:
+    """Seconds since the message's `Timestamp` (ISO 8601, as SNS writes it); SnsRejected when it has none."""
+    stamp = doc.get("Timestamp")
+    try:
+        sent = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SnsRejected(f"SNS Timestamp {str(stamp)[:40]!r} is not an ISO 8601 time") from exc
+    if sent.tzinfo is None:
+        raise SnsRejected(f"SNS Timestamp {str(stamp)[:40]!r} has no time zone")
+    return (now if now is not None else time.time()) - sent.timestamp()
 
 
 def string_to_sign(doc: dict[str, Any]) -> bytes:
@@ -67,6 +93,7 @@ class SnsVerifier:
     host_pattern: str = field(default_factory=lambda: os.environ.get(SNS_HOSTS_ENV) or SNS_HOST_PATTERN)
     ssl_context: ssl.SSLContext | None = None  # extra trust for a private certificate host (tests)
     timeout_s: float = 10.0
+    max_age_s: float = field(default_factory=_max_age_from_env)
     _certs: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -119,6 +146,11 @@ class SnsVerifier:
             raise SnsRejected(f"SNS SignatureVersion must be 1 or 2 (got {version!r})")
         url = self.check_sns_url(doc.get("SigningCertURL") or doc.get("SigningCertUrl"), "SigningCertURL")
         message = string_to_sign(doc)
+        age = message_age_s(doc)
+        if abs(age) > self.max_age_s:  # before any certificate is fetched
+            when = f"{age:.0f} s old" if age > 0 else f"{-age:.0f} s in the future"
+            raise SnsRejected(f"SNS message is {when}; messages more than {self.max_age_s:.0f} s off are refused "
+                              "(a replayed delivery?)")
         try:
             signature = base64.b64decode(str(doc.get("Signature") or ""), validate=True)
         except (binascii.Error, ValueError) as exc:

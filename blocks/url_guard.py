@@ -14,7 +14,9 @@ certificates, CMS targets).
 unless the host (as written) or the resolved address is allow-listed (`BRANDFORGE_URL_ALLOW`:
 comma-separated host names, addresses or CIDR blocks; the tests' fakes on 127.0.0.1 are
 allow-listed that way). A name is allow-listed only by its own spelling: allowing
-`127.0.0.1` does not allow `localhost` or `0x7f000001`.
+`127.0.0.1` does not allow `localhost` or `0x7f000001`. A client's profile may add its own
+entries (`ClientProfile.url_allow`): they apply only inside `client_url_allow(...)`, which a
+run (and the gateway, for that client's notifications) enters for that one client.
 
 The host is resolved once and the connection is made to that address (the `Host` header
 and TLS SNI/certificate check keep the name), so a DNS answer cannot change between the
@@ -26,12 +28,14 @@ size while it streams. The timeout is the client's (always set in blocks/http.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
 import socket
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -47,6 +51,39 @@ _HOST_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(
 # IPv6 ranges that embed or translate an IPv4 address: a way round the IPv4 policy.
 _V6_EMBEDDING = [ipaddress.ip_network(n) for n in ("::ffff:0:0/96", "::/96", "64:ff9b::/96", "64:ff9b:1::/48",
                                                    "2002::/16", "2001::/32")]
+
+
+# The allow-list entries of the one client whose work is being done in this context (a run, a task,
+# a gateway request); Prefect copies context into task threads, so tasks of the run see it too.
+_CLIENT_ALLOW: ContextVar[tuple[str, ...]] = ContextVar("brandforge_client_url_allow", default=())
+
+
+@contextlib.contextmanager
+def client_url_allow(entries: Iterable[str] | None) -> Iterator[None]:
+    """Inside this block the guard also accepts one client's allow-list (replacing any other client's)."""
+    token = _CLIENT_ALLOW.set(tuple(entries or ()))
+    try:
+        yield
+    finally:
+        _CLIENT_ALLOW.reset(token)
+
+
+def allow_entry_problem(entry: str) -> str | None:
+    """Why `entry` cannot be an allow-list entry (a host name, an address or a CIDR block), or None."""
+    text = entry.strip().lower().strip("[]") if isinstance(entry, str) else ""
+    if not text:
+        return "an empty entry"
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        if _CANONICAL_V4.match(text) is None and _NUMERIC_LABEL.match(text.rstrip(".").rsplit(".", 1)[-1]):
+            return f"{entry!r} is a non-canonical numeric address"
+        if not _HOST_NAME.match(_ascii_host(text)):
+            return f"{entry!r} is neither a host name, an IP address nor a CIDR block"
+        return None
+    if net.prefixlen < (8 if net.version == 4 else 16):
+        return f"{entry!r} is wider than a /{8 if net.version == 4 else 16}: it would switch the guard off"
+    return None
 
 
 class UrlRefused(ValueError):
@@ -87,7 +124,7 @@ class UrlPolicy:
 
     @classmethod
     def from_env(cls, extra: Iterable[str] = ()) -> "UrlPolicy":
-        allow = [e for e in os.environ.get(ALLOW_ENV, "").split(",") if e.strip()] + list(extra)
+        allow = [e for e in os.environ.get(ALLOW_ENV, "").split(",") if e.strip()] + list(_CLIENT_ALLOW.get()) + list(extra)
         try:
             max_bytes = int(os.environ.get(MAX_BYTES_ENV, "") or DEFAULT_MAX_BYTES)
         except ValueError:

@@ -594,6 +594,20 @@ class AssetOutcome(BaseModel):
         return self.state if not self.reason else f"{self.state}: {self.reason}"
 
 
+# `withdrawn`: was published, then taken down because its source was unpublished or deleted.
+LEDGER_STATES = ("published", "quarantined", "failed", "withdrawn")
+
+
+class Withdrawal(BaseModel):
+    """What was done to one published image whose source was unpublished or deleted."""
+
+    name: str
+    source_uri: str
+    published_url: str | None = None
+    withdrawn: bool = Field(description="Taken down at the target (or already gone there) and marked in the ledger.")
+    detail: str = ""
+
+
 class LedgerEntry(BaseModel):
     """One row of the ledger: the audit record of one asset × recipe attempt."""
 
@@ -646,8 +660,8 @@ class LedgerEntry(BaseModel):
 
     @model_validator(mode="after")
     def _state_known(self) -> "LedgerEntry":
-        if self.state not in ("published", "quarantined", "failed"):
-            raise ValueError(f"state must be one of published, quarantined, failed (got {self.state!r})")
+        if self.state not in LEDGER_STATES:
+            raise ValueError(f"state must be one of {', '.join(LEDGER_STATES)} (got {self.state!r})")
         return self
 
 

@@ -18,7 +18,16 @@ notification (plain, SNS- or SQS-wrapped, or from EventBridge), a Strapi v4/v5
 webhook, or a CMS hook's `{"uri": …, "name": …}` with the client's bearer token
 (`ClientProfile.webhook_token`); or a signed SNS message of a topic the profile
 lists (blocks/sns.py) — and emits `brandforge.asset.created`, which starts the
-`process-asset/on-new-asset` deployment.
+`process-asset/on-new-asset` deployment. A Strapi `entry.unpublish` / `entry.delete`
+of a configured collection instead runs the `withdraw` flow (flows/withdraw.py) and
+waits for it: what brandforge published for the entry's media is unpublished or
+deleted at the target, its ledger rows marked `withdrawn`, and the answer lists them.
+
+`POST /buckets/{name}` takes the S3 notifications (plain, SNS, SQS, EventBridge) of a
+bucket several clients share (a `SharedBucket` block of that name: its bearer token or
+SNS topics): each object's client is the longest matching key prefix of the block's map,
+else the object's `brandforge-client` tag (read with boto3); an object whose client
+cannot be told refuses the whole delivery (422, naming why), before anything is emitted.
 
 Every answer is honest: a body over the cap is refused while it streams (413),
 before any authentication work; an unknown client gets exactly what a wrong
@@ -43,7 +52,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import unquote_plus, urljoin
 
 from starlette.applications import Starlette
@@ -59,8 +68,15 @@ from brandforge.blocks.providers.base import ImageProvider
 from brandforge.blocks.client_profile import ClientProfile
 from brandforge.blocks.sns import MESSAGE_TYPES as SNS_MESSAGE_TYPES
 from brandforge.blocks.sns import SnsRejected, SnsVerifier, topic_allowed
-from brandforge.blocks.triggers import STRAPI_ENTRY_EVENTS, STRAPI_EVENTS
-from brandforge.blocks.url_guard import UrlRefused, check_url_form, local_path_under
+from brandforge.blocks.triggers import (
+    STRAPI_ENTRY_EVENTS,
+    STRAPI_EVENTS,
+    STRAPI_WITHDRAW_EVENTS,
+    SharedBucket,
+    SnsSettings,
+    StrapiTrigger,
+)
+from brandforge.blocks.url_guard import UrlPolicy, UrlRefused, check_url_form, local_path_under
 from brandforge.models import (
     ASSET_CREATED_EVENT,
     GENERATION_COMPLETED_EVENT,
@@ -69,6 +85,7 @@ from brandforge.models import (
     JobEvent,
     JobState,
     ProviderError,
+    PublishError,
     name_problem,
     stable_hash,
 )
@@ -239,6 +256,18 @@ def _strapi_media(media: Any, base_url: str, what: str) -> list[tuple[str, str, 
     return found
 
 
+def _strapi_entry_media(body: dict, settings: StrapiTrigger) -> tuple[Any, dict, str, list[tuple[str, str, str]]]:
+    """(model, entry, media field, images) of an entry event of a configured collection; Ignored otherwise."""
+    event, model, uid = body.get("event"), body.get("model"), body.get("uid")
+    field = settings.collections.get(str(model)) or settings.collections.get(str(uid))
+    if field is None:
+        raise Ignored(f"{event} of collection {model!r} is not configured (configured: {sorted(settings.collections)})")
+    entry = _field(body, "entry")
+    if not isinstance(entry, dict):
+        raise BadNotification("Strapi 'entry' must be an object")
+    return model, entry, field, _strapi_media(entry.get(field), settings.base_url, f"entry.{field}")
+
+
 def _strapi_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
     event = body.get("event")
     if event not in STRAPI_EVENTS:
@@ -247,14 +276,7 @@ def _strapi_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, s
     if settings is None:
         raise BadNotification(f"client {profile.client_id!r} has no Strapi trigger configured (profile field 'strapi')")
     if event in STRAPI_ENTRY_EVENTS:
-        model, uid = body.get("model"), body.get("uid")
-        field = settings.collections.get(str(model)) or settings.collections.get(str(uid))
-        if field is None:
-            raise Ignored(f"{event} of collection {model!r} is not configured (configured: {sorted(settings.collections)})")
-        entry = _field(body, "entry")
-        if not isinstance(entry, dict):
-            raise BadNotification("Strapi 'entry' must be an object")
-        media = _strapi_media(entry.get(field), settings.base_url, f"entry.{field}")
+        model, entry, field, media = _strapi_entry_media(body, settings)
         if not media:
             raise Ignored(f"entry {entry.get('id')!r} of {model!r} has no image in field {field!r}")
     elif event == "media.create":
@@ -264,10 +286,37 @@ def _strapi_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, s
         if not media:
             raise Ignored("the uploaded file is not an image")
     else:
-        raise Ignored(f"{event} starts no run (withdrawing what was published for an entry is not built yet)")
+        raise Ignored(f"{event} starts no run")
     record = strapi_record(body)
     return [(StrapiAsset(client=profile.client_id, uri=url, name=name, record=record), version)
             for url, name, version in media]
+
+
+def _is_strapi(body: Any) -> bool:
+    return (isinstance(body, dict) and "uri" not in body and body.get("source") != "wordpress"
+            and isinstance(body.get("event"), str) and ("entry" in body or "media" in body or "model" in body))
+
+
+def strapi_withdrawal(body: Any, profile: ClientProfile) -> tuple[list[str], str, bool] | None:
+    """(source URIs, reason, delete) for a Strapi entry.unpublish / entry.delete of a configured collection;
+    None for any other notification. The sources are the entry's media, as its runs recorded them."""
+    if not _is_strapi(body) or body.get("event") not in STRAPI_WITHDRAW_EVENTS:
+        return None
+    event, settings = body["event"], profile.strapi
+    if settings is None:
+        raise BadNotification(f"client {profile.client_id!r} has no Strapi trigger configured (profile field 'strapi')")
+    model, entry, field, media = _strapi_entry_media(body, settings)
+    sources = [url for url, _, _ in media]
+    ref = entry.get("documentId") or entry.get("id")
+    if not sources:
+        raise Ignored(f"{event}: entry {ref!r} of {model!r} names no image in field {field!r}: nothing to withdraw")
+    return sources, f"Strapi {event} of {model} entry {str(ref)[:64]}", event == "entry.delete"
+
+
+def _default_withdraw(profile: ClientProfile, sources: list[str], reason: str, delete: bool) -> list:
+    from brandforge.flows.withdraw import run_withdrawal
+
+    return run_withdrawal(profile, sources, reason, delete)
 
 
 def _wordpress_assets(body: dict, profile: ClientProfile) -> list[tuple[AssetRef, str]]:
@@ -341,7 +390,7 @@ def assets_from_notification(body: Any, profile: ClientProfile) -> list[tuple[As
         return [(AssetRef(client=profile.client_id, uri=uri, name=name), str(body.get("version", "")))]
     if body.get("source") == "wordpress":
         return _wordpress_assets(body, profile)
-    if isinstance(body.get("event"), str) and ("entry" in body or "media" in body or "model" in body):
+    if _is_strapi(body):
         return _strapi_assets(body, profile)
     return _s3_assets(_s3_records(body), profile)
 
@@ -354,7 +403,8 @@ def check_source_uri(asset: AssetRef, profile: ClientProfile) -> None:
     if scheme == "file":
         local_path_under(asset.uri, source.basepath if isinstance(source, LocalFileSystem) else None)
     elif scheme in ("http", "https"):
-        check_url_form(asset.uri)  # names are resolved (and their addresses checked) when the run fetches
+        # The client's own allow-list too (only its own); names are resolved and checked again when the run fetches.
+        check_url_form(asset.uri, UrlPolicy.from_env(profile.url_allow))
     elif scheme == "s3":
         bucket = asset.uri[len("s3://"):].split("/", 1)[0]
         if not isinstance(source, S3Bucket) or bucket != source.bucket_name:
@@ -381,6 +431,49 @@ def asset_event(asset: AssetRef, version: str) -> dict:
 
 def _load_profile(client: str) -> ClientProfile:
     return ClientProfile.load(client)
+
+
+def _load_bucket(name: str) -> SharedBucket:
+    return SharedBucket.load(name)
+
+
+def clients_of_records(route: SharedBucket, records: list[tuple[str, str, str]]) -> dict[str, list[tuple[str, str, str]]]:
+    """A shared bucket's records by client: the longest matching key prefix, else the object's client tag
+    (read with boto3). A record whose client cannot be told refuses the whole delivery (BadNotification);
+    S3 not answering is a ConnectionError (the sender retries)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    allowed = route.allowed_clients()
+    prefixes = sorted(route.key_prefixes)
+    for bucket, key, version in records:
+        if bucket != route.bucket:
+            raise BadNotification(f"bucket {bucket!r} is not the shared bucket {route.bucket!r}")
+        client = route.client_by_prefix(key)
+        if client is None:
+            if not route.client_tag:
+                raise BadNotification(f"object {key[:200]!r}: no key prefix of shared bucket {route.bucket!r} matches "
+                                      f"(prefixes: {prefixes}) and client tags are off: its client is unknown")
+            try:
+                tags = route.object_tags(key)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", "error"))
+                if code in ("NoSuchKey", "NoSuchVersion", "NoSuchBucket", "AccessDenied", "404", "403"):
+                    raise BadNotification(f"object {key[:200]!r}: its tags could not be read ({code}): its client is "
+                                          "unknown") from exc
+                raise ConnectionError(f"S3 did not give the tags of {key[:200]!r} ({code}); retry the delivery") from exc
+            except BotoCoreError as exc:
+                raise ConnectionError(f"S3 could not be asked for the tags of {key[:200]!r} ({type(exc).__name__}); "
+                                      "retry the delivery") from exc
+            client = tags.get(route.client_tag)
+            if client is None:
+                raise BadNotification(f"object {key[:200]!r}: no key prefix of shared bucket {route.bucket!r} matches "
+                                      f"(prefixes: {prefixes}) and it has no {route.client_tag!r} tag: its client is unknown")
+            if client not in allowed:
+                raise BadNotification(f"object {key[:200]!r}: its {route.client_tag!r} tag names client {client[:64]!r}, "
+                                      f"which shared bucket {route.bucket!r} does not serve (tag_clients)")
+        found.setdefault(client, []).append((bucket, key, version))
+    return found
 
 
 def _default_emit(**kwargs) -> None:
@@ -436,9 +529,12 @@ NOT_ACCEPTED = "missing or wrong credentials for this client"
 def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] = _default_emit,
               seen: SeenDeliveries | None = None,
               load_profile: Callable[[str], ClientProfile] = _load_profile,
-              sns: SnsVerifier | None = None) -> Starlette:
+              sns: SnsVerifier | None = None,
+              withdraw: Callable[[ClientProfile, list[str], str, bool], list] = _default_withdraw,
+              load_bucket: Callable[[str], SharedBucket] = _load_bucket) -> Starlette:
     """The gateway for these provider blocks (keyed by the name used in the callback URL)
-    and for every client's asset notifications (profiles loaded by name)."""
+    and for every client's asset notifications (profiles loaded by name); `withdraw` runs the
+    withdraw flow for a Strapi entry.unpublish / entry.delete."""
     seen = seen or SeenDeliveries()
     sns = sns or SnsVerifier()
 
@@ -448,12 +544,24 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
         except ValueError:
             return None
 
+    async def bucket_or_none(name: str) -> SharedBucket | None:
+        try:
+            return await run_in_threadpool(load_bucket, name)
+        except ValueError:
+            return None
+
     async def emit_assets(assets: list[tuple[AssetRef, str]], profile: ClientProfile) -> JSONResponse:
-        for asset, _ in assets:  # every asset checked before anything is emitted
-            try:
-                await run_in_threadpool(check_source_uri, asset, profile)
-            except UrlRefused as exc:
-                return _answer(422, error=f"source {exc}", emitted=[])
+        return await emit_groups([(assets, profile)])
+
+    async def emit_groups(groups: list[tuple[list[tuple[AssetRef, str]], ClientProfile]], **extra: Any) -> JSONResponse:
+        """Emit each client's assets, once every asset of every client passed its client's checks."""
+        for assets, profile in groups:
+            for asset, _ in assets:
+                try:
+                    await run_in_threadpool(check_source_uri, asset, profile)
+                except UrlRefused as exc:
+                    return _answer(422, error=f"source {exc}", emitted=[])
+        assets = [pair for group, _ in groups for pair in group]
         events = [(asset, asset_event(asset, version)) for asset, version in assets]
         emitted = []
         for asset, event in events:
@@ -465,9 +573,39 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
                     logger.error("could not emit %s: %s", event["event"], exc)
                     return _answer(503, error="events could not be recorded; retry the delivery", emitted=emitted)
                 emitted.append(asset.name)
-        return _answer(200, status="ok", assets=[a.name for a, _ in assets], emitted=emitted)
+        return _answer(200, status="ok", assets=[a.name for a, _ in assets], emitted=emitted, **extra)
+
+    async def withdraw_sources(profile: ClientProfile, sources: list[str], reason: str, delete: bool) -> JSONResponse:
+        try:
+            done = await run_in_threadpool(withdraw, profile, sources, reason, delete)
+        except PublishError as exc:
+            logger.warning("client %s: withdrawal failed: %s", profile.client_id, exc.reason)
+            return _answer(503 if exc.retryable else 502, error=f"the target refused the withdrawal: {exc.reason}",
+                           withdrawn=[])
+        except Exception as exc:  # noqa: BLE001 - the rows stay published: a repeated delivery withdraws them
+            logger.exception("client %s: withdrawal could not be run", profile.client_id)
+            return _answer(503, error=f"the withdrawal could not be run ({type(exc).__name__}); retry the delivery",
+                           withdrawn=[])
+        taken = [{"name": w.name, "published_url": w.published_url, "detail": w.detail} for w in done if w.withdrawn]
+        kept = [{"name": w.name, "published_url": w.published_url, "detail": w.detail} for w in done if not w.withdrawn]
+        status = "withdrawn" if taken else "nothing to withdraw"
+        return _answer(200, status=status, reason=reason, withdrawn=taken, kept=kept)
 
     async def sns_delivery(client: str, doc: dict) -> JSONResponse:
+        profile: ClientProfile | None = None
+
+        async def settings() -> SnsSettings | None:
+            nonlocal profile
+            profile = await profile_or_none(client)
+            return profile.sns if profile else None
+
+        return await signed_sns(client, doc, settings, lambda message: emit_assets(
+            _s3_assets(_s3_records(message), profile), profile))  # type: ignore[arg-type]
+
+    async def signed_sns(client: str, doc: dict, settings_of: Callable[[], Awaitable[SnsSettings | None]],
+                         notify: Callable[[Any], Awaitable[JSONResponse]]) -> JSONResponse:
+        """A signed SNS message for `client` (a client, or a shared bucket): checked, then confirmed,
+        recorded, or its S3 event handed to `notify`."""
         try:
             await run_in_threadpool(sns.verify, doc)
         except SnsRejected as exc:
@@ -475,13 +613,13 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
             return _answer(401, error=f"SNS signature check failed: {exc}")
         except ConnectionError as exc:
             return _answer(503, error=str(exc))
-        profile = await profile_or_none(client)
-        if profile is None or not topic_allowed(profile.sns, doc.get("TopicArn")):
+        settings = await settings_of()
+        if settings is None or not topic_allowed(settings, doc.get("TopicArn")):
             # The same answer for an unknown client and an unlisted topic: clients cannot be enumerated.
             return _answer(403, error="this SNS topic is not accepted for this client; list it in the profile's sns.topic_arns")
         kind = doc["Type"]
         if kind == "SubscriptionConfirmation":
-            if not profile.sns.confirm_subscriptions:
+            if not settings.confirm_subscriptions:
                 logger.warning("SNS subscription of %s to %s awaits confirmation", client, doc.get("TopicArn"))
                 return _answer(200, status="pending", action="confirm the subscription in the SNS console or open its "
                                "SubscribeURL, or set sns.confirm_subscriptions in the profile")
@@ -496,46 +634,106 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
         if kind == "UnsubscribeConfirmation":
             logger.warning("client %s: SNS topic %s unsubscribed this endpoint", client, doc.get("TopicArn"))
             return _answer(200, status="recorded", unsubscribed=doc.get("TopicArn"))
-        message = _json_string(doc.get("Message"), "SNS Message")
-        return await emit_assets(_s3_assets(_s3_records(message), profile), profile)
+        return await notify(_json_string(doc.get("Message"), "SNS Message"))
 
-    async def new_assets(request: Request) -> JSONResponse:
-        client = request.path_params["client"]
+    async def emit_shared(route: SharedBucket, records: list[tuple[str, str, str]]) -> JSONResponse:
+        """A shared bucket's records, each given to the client its key prefix or object tag names."""
+        try:
+            by_client = await run_in_threadpool(clients_of_records, route, records)
+        except ConnectionError as exc:
+            return _answer(503, error=str(exc), emitted=[])
+        groups = []
+        for client, mine in by_client.items():
+            profile = await profile_or_none(client)
+            if profile is None:
+                raise BadNotification(f"client {client!r} of shared bucket {route.bucket!r} has no ClientProfile block")
+            groups.append((_s3_assets(mine, profile), profile))
+        return await emit_groups(groups, clients={p.client_id: [a.name for a, _ in g] for g, p in groups})
+
+    async def read_notification(request: Request) -> tuple[bytes, Any] | JSONResponse:
         try:
             body = await read_capped(request, MAX_BODY_BYTES)
         except TooLarge:
             return _answer(413, error=f"body larger than {MAX_BODY_BYTES} bytes: not a notification")
         try:
-            doc = json.loads(body)
+            return body, json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _answer(400, error=f"body is not JSON ({exc}); expected {EXPECTED}")
+
+    def sns_kind(request: Request, doc: Any) -> str | None:
+        """'sns' for an SNS message, 'mismatch' when its header and Type disagree, else None."""
+        sns_type = request.headers.get("x-amz-sns-message-type")
+        if sns_type or (isinstance(doc, dict) and doc.get("Type") in SNS_MESSAGE_TYPES and "Signature" in doc):
+            if not isinstance(doc, dict) or doc.get("Type") != (sns_type or doc.get("Type")):
+                return "mismatch"
+            return "sns"
+        return None
+
+    def bearer_ok(request: Request, token: str) -> bool:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        # Compared even for an unknown client or one without a token: the same answer, the same work.
+        matches = hmac.compare_digest(given.encode(), (token or f"\x00{uuid.uuid4()}").encode())
+        return bool(token) and matches
+
+    async def notification(request: Request, label: str,
+                           handle: Callable[[bytes, Any, bool], Awaitable[JSONResponse]]) -> JSONResponse:
+        """Read a notification (capped, JSON) and answer honestly whatever `handle(body, doc, is_sns)` makes
+        of it: ignored 200, unreadable 422, never a 500."""
+        got = await read_notification(request)
+        if isinstance(got, JSONResponse):
+            return got
+        body, doc = got
         try:
-            sns_type = request.headers.get("x-amz-sns-message-type")
-            if sns_type or (isinstance(doc, dict) and doc.get("Type") in SNS_MESSAGE_TYPES and "Signature" in doc):
-                if not isinstance(doc, dict) or doc.get("Type") != (sns_type or doc.get("Type")):
-                    return _answer(400, error="x-amz-sns-message-type does not match the message's Type")
+            kind = sns_kind(request, doc)
+            if kind == "mismatch":
+                return _answer(400, error="x-amz-sns-message-type does not match the message's Type")
+            return await handle(body, doc, kind == "sns")
+        except Ignored as why:
+            return _answer(200, status="ignored", reason=str(why), assets=[], emitted=[])
+        except BadNotification as exc:
+            return _answer(422, error=str(exc), emitted=[])
+        except Exception as exc:  # noqa: BLE001 - never a 500: say what could not be read
+            logger.exception("unreadable notification for %s", label)
+            return _answer(422, error=f"the notification could not be read ({type(exc).__name__}); expected {EXPECTED}",
+                           emitted=[])
+
+    async def shared_bucket(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+
+        async def handle(body: bytes, doc: Any, is_sns: bool) -> JSONResponse:
+            route = await bucket_or_none(name)
+            if is_sns:
+                async def settings() -> SnsSettings | None:
+                    return route.sns if route else None
+
+                return await signed_sns(f"bucket {name}", doc, settings,
+                                        lambda message: emit_shared(route, _s3_records(message)))  # type: ignore[arg-type]
+            token = route.webhook_token.get_secret_value() if route and route.webhook_token else ""
+            if not bearer_ok(request, token):
+                return _answer(401, error=NOT_ACCEPTED)
+            return await emit_shared(route, _s3_records(doc))  # type: ignore[arg-type]
+
+        return await notification(request, f"shared bucket {name}", handle)
+
+    async def new_assets(request: Request) -> JSONResponse:
+        client = request.path_params["client"]
+
+        async def handle(body: bytes, doc: Any, is_sns: bool) -> JSONResponse:
+            if is_sns:
                 return await sns_delivery(client, doc)
             profile = await profile_or_none(client)
             token = profile.webhook_token.get_secret_value() if profile and profile.webhook_token else ""
             if "x-brandforge-signature" in request.headers:  # a signed hook (the WordPress plugin)
                 if not (token and signed_hook_ok(request.headers, body, token)):
                     return _answer(401, error=NOT_ACCEPTED)
-            else:
-                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                # Compared even for an unknown client or one without a token: the same answer, the same work.
-                matches = hmac.compare_digest(given.encode(), (token or f"\x00{uuid.uuid4()}").encode())
-                if not (token and matches):
-                    return _answer(401, error=NOT_ACCEPTED)
-            assets = assets_from_notification(doc, profile)
-            return await emit_assets(assets, profile)
-        except Ignored as why:
-            return _answer(200, status="ignored", reason=str(why), assets=[], emitted=[])
-        except BadNotification as exc:
-            return _answer(422, error=str(exc), emitted=[])
-        except Exception as exc:  # noqa: BLE001 - never a 500: say what could not be read
-            logger.exception("unreadable notification for %s", client)
-            return _answer(422, error=f"the notification could not be read ({type(exc).__name__}); expected {EXPECTED}",
-                           emitted=[])
+            elif not bearer_ok(request, token):
+                return _answer(401, error=NOT_ACCEPTED)
+            withdrawal = strapi_withdrawal(doc, profile)
+            if withdrawal is not None:
+                return await withdraw_sources(profile, *withdrawal)  # type: ignore[arg-type]
+            return await emit_assets(assets_from_notification(doc, profile), profile)  # type: ignore[arg-type]
+
+        return await notification(request, client, handle)
 
     async def webhook(request: Request) -> JSONResponse:
         name = request.path_params["name"]
@@ -579,6 +777,7 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
 
     return Starlette(routes=[Route("/webhooks/{name}", webhook, methods=["POST"]),
                              Route("/assets/{client}", new_assets, methods=["POST"]),
+                             Route("/buckets/{name}", shared_bucket, methods=["POST"]),
                              Route("/health", health, methods=["GET"])])
 
 

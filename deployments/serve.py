@@ -74,6 +74,7 @@ def build_deployments() -> list[RunnerDeployment]:
     ]
     on_new_asset = process_asset.to_deployment(
         name="on-new-asset", triggers=[on_new_asset_trigger()],
+        parameters={"fail_run_on_failure": True},  # a failed asset shows as a Failed run, with its reason
         description="One new asset, from a brandforge.asset.created event.", tags=["brandforge"],
     )
     return [*nightly, on_new_asset]

@@ -9,7 +9,7 @@ plus the gate report (every variant's scores, an aesthetic-score histogram).
 
 A run in which assets failed does not look like a clean success: its final
 state's message gives the counts, it is `Failed` when every asset failed, and
-it emits `brandforge.catalog.degraded` for automations (see `final_state`).
+it emits `brandforge.catalog.degraded` for automations (see `final_state`, flows/run_state.py).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_aws import S3Bucket
 
 from brandforge.blocks.client_profile import ClientProfile
 from brandforge.blocks.targets.gallery import LocalGallery
 from brandforge.flows.process_asset import asset_pipeline, process_asset
-from brandforge.models import CATALOG_DEGRADED_EVENT, AssetOutcome, AssetRef, CatalogSummary, InvalidInput
+from brandforge.flows.run_state import STATES, final_state
+from brandforge.models import AssetOutcome, AssetRef, CatalogSummary, InvalidInput
 from brandforge.tasks.gates.report import create_gate_report
 from brandforge.tasks.ledger import record_orchestration_failure
 from brandforge.tasks.load import list_catalog
@@ -43,7 +43,6 @@ from brandforge.tasks.retry import retry_orchestration_errors
 # Assets in progress at once. Most of an asset's time is spent waiting on a provider's job, so this
 # is sized for keeping a provider's rate limit busy (120 jobs/min × 5 s ≈ 10 in flight), not for cores.
 MAX_PARALLEL = int(os.environ.get("BRANDFORGE_MAX_PARALLEL", "16"))
-STATES = ("published", "skipped", "quarantined", "review", "failed")
 
 
 @task(name="run-asset", task_run_name="asset {asset.name}", cache_policy=NO_CACHE,
@@ -116,29 +115,6 @@ def outcome_rows(outcomes: list[AssetOutcome]) -> list[dict]:
             "scores": ", ".join(f"{k} {v}" for k, v in (scores or {}).items()),
         })
     return rows
-
-
-def counts_message(summary: CatalogSummary) -> str:
-    return ", ".join(f"{summary.counts[s]} {s}" for s in STATES if summary.counts.get(s)) or "no assets"
-
-
-def final_state(summary: CatalogSummary, run_id: str | None = None) -> State:
-    """The run's final state: Completed with the counts; Failed when every asset failed; and, when any
-    asset failed, a `brandforge.catalog.degraded` event (ids and counts only)."""
-    failed = summary.counts.get("failed", 0)
-    message = f"{summary.client}: {counts_message(summary)}"
-    if failed:
-        from prefect.events import emit_event
-
-        emit_event(
-            event=CATALOG_DEGRADED_EVENT,
-            resource={"prefect.resource.id": f"brandforge.catalog.{summary.client}", "brandforge.client": summary.client},
-            payload={"counts": summary.counts, "total": summary.total, "flow_run_id": run_id,
-                     "failed": [o.name for o in summary.outcomes if o.state == "failed"][:50]},
-        )
-    if failed and failed == summary.total:
-        return Failed(message=f"every asset failed — {message}", data=summary)
-    return Completed(message=message + (f" ({failed} need attention)" if failed else ""), data=summary)
 
 
 @flow(name="catalog-refresh", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL))

@@ -31,6 +31,8 @@ from pydantic import ValidationError
 
 from brandforge.blocks.client_profile import ClientProfile
 from brandforge.blocks.ledger import BudgetExceeded, Ledger
+from brandforge.blocks.url_guard import client_url_allow
+from brandforge.flows.run_state import asset_final_state
 from brandforge.models import (
     AssetOutcome,
     AssetPlan,
@@ -139,14 +141,21 @@ def process_asset(
     source_folder: str | None = None,
     work_dir: str = ".brandforge/work",
     run_key: str | None = None,
+    fail_run_on_failure: bool = False,
 ) -> AssetOutcome:
     """Take one source through the whole pipeline and record how it ended.
 
     `profile` is the client's (loaded by name when absent); `source_folder` reads the source from
-    that folder instead of the profile's storage. In the run's parameters a profile shows only
+    that folder instead of the profile's storage. The stages that fetch URLs (load, generate, post-process,
+    publish) run with the profile's own `url_allow` added to the URL guard's. In the run's parameters a profile shows only
     its name (see `ClientProfile.ser_model`): no block setting or credential reaches the API.
-    A borderline asset pauses this run for a person's review (see `wait_for_review`)."""
-    return asset_pipeline(asset, profile, source_folder, work_dir, run_key, defer_review=False)
+    A borderline asset pauses this run for a person's review (see `wait_for_review`).
+
+    `fail_run_on_failure` (set by the on-new-asset deployment, where this run is all there is to see):
+    the final state's message says how the asset ended and the run is Failed when it failed
+    (`flows/run_state.py`); the result is the AssetOutcome either way. Called from a catalog run,
+    it stays off: the asset's outcome is the catalog's to count."""
+    return finish(asset_pipeline(asset, profile, source_folder, work_dir, run_key, defer_review=False), fail_run_on_failure)
 
 
 def asset_pipeline(
@@ -171,7 +180,7 @@ def asset_pipeline(
     try:
         with stage("profile", timings):
             profile = checked_profile(asset, profile)
-        with stage("load", timings):
+        with stage("load", timings), client_url_allow(profile.url_allow):
             loaded = load_asset(asset, storage or profile.source, work_dir)
         with stage("route", timings):
             plan = plan_asset(loaded, profile)
@@ -182,7 +191,7 @@ def asset_pipeline(
             return asset_outcome(asset, plan.done, seconds=round(time.monotonic() - started, 3), skipped=True)
         # Final outputs by output key: a changed chain writes beside, never over, the earlier outputs.
         out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / plan.output_key[:16]  # type: ignore[index]
-        with stage("generate", timings):
+        with stage("generate", timings), client_url_allow(profile.url_allow):
             # From the generation store when these pixels were paid for already. An async task run on
             # this thread's own loop: a `.submit` would need a free thread of the catalog's pool, which
             # every asset waiting here holds (a deadlock at the pool's size).
@@ -190,7 +199,7 @@ def asset_pipeline(
                 plan.request, profile.provider, str(out_dir), account=job_account(asset, plan, profile, run_key),
                 store_dir=str(GenerationStore.for_client(work_dir, asset.client).root), generation_key=plan.generation_key,
             ))
-        with stage("postprocess", timings):
+        with stage("postprocess", timings), client_url_allow(profile.url_allow):
             candidates = postprocess_candidates(generation.images, plan.recipe.chain, chain_context(loaded, plan, profile),
                                                 str(out_dir))
         with stage("gates", timings):
@@ -210,7 +219,7 @@ def asset_pipeline(
                 # Kept, not deleted: the variants and their scores go where a person can look.
                 quarantined = quarantine_candidates(decision, Path(work_dir).parent / "quarantine" / out_dir.relative_to(work_dir))
         elif decision.outcome == "publish":
-            with stage("publish", timings):
+            with stage("publish", timings), client_url_allow(profile.url_allow):
                 item = publish_item_for(asset, loaded, plan, decision.chosen)  # type: ignore[arg-type]
                 receipt = asyncio.run(publish_item(item, profile.target, profile.ledger))
     except StageFailed as exc:
@@ -224,6 +233,13 @@ def asset_pipeline(
     if row.state == "published":
         settle_source(asset, storage, profile, row)  # only now, with the publish on record
     return asset_outcome(asset, row, seconds=timings["total"])
+
+
+def finish(outcome: AssetOutcome, as_final_state: bool) -> AssetOutcome:
+    """The outcome, or (as_final_state) the run's final state carrying it."""
+    if not as_final_state:
+        return outcome
+    return asset_final_state(outcome, str(flow_run.id) if flow_run.id else None)  # type: ignore[return-value]
 
 
 def settle_source(asset: AssetRef, storage: LocalFileSystem | S3Bucket | None, profile: ClientProfile, row: LedgerEntry) -> None:

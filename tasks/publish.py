@@ -7,6 +7,9 @@ looks the key up on the target before creating anything, so a crash between
 upload and ledger write, a retry or a duplicated webhook never makes a second
 item, and a half-done publish (image uploaded, no post) is finished rather than
 started over. Only failures a retry can help (429, 5xx, timeouts) are retried.
+
+`withdraw_published_row` is the way back: a published image whose source was unpublished
+or deleted is taken down at its target and its ledger row marked `withdrawn`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from prefect.tasks import exponential_backoff
 
 from brandforge.blocks.ledger import Ledger
 from brandforge.blocks.targets.base import PublishTarget
-from brandforge.models import PublishItem, PublishReceipt
+from brandforge.models import LedgerEntry, PublishItem, PublishReceipt, Withdrawal
 from brandforge.tasks.retry import retry_transient_only
 
 
@@ -28,13 +31,12 @@ def receipt_from_ledger(item: PublishItem, target: PublishTarget, ledger: Ledger
     return PublishReceipt(target=target.target_name, url=done.published_url, remote_ids=done.remote_ids, already_existed=True)
 
 
-@task(
-    name="publish",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_transient_only,
-)
+# Calls to a target: retried only when a retry can help (429, 5xx, timeouts).
+TARGET_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
+                      retry_condition_fn=retry_transient_only)
+
+
+@task(name="publish", **TARGET_RETRIES)
 async def publish_item(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt:
     logger = get_run_logger()
     recorded = receipt_from_ledger(item, target, ledger)
@@ -47,3 +49,22 @@ async def publish_item(item: PublishItem, target: PublishTarget, ledger: Ledger)
     else:
         logger.info("%s: published to %s at %s", item.name, receipt.target, receipt.url)
     return receipt
+
+
+@task(name="withdraw", **TARGET_RETRIES)
+async def withdraw_published_row(row_id: int, row: LedgerEntry, target: PublishTarget, ledger: Ledger, reason: str,
+                                 delete: bool) -> Withdrawal:
+    """Take one published image down at its target (unpublish, or delete) and mark its ledger row withdrawn.
+    A row published to another target than this one is left as it is, and says so."""
+    name = row.source_uri.rsplit("/", 1)[-1]
+    kept = Withdrawal(name=name, source_uri=row.source_uri, published_url=row.published_url, withdrawn=False)
+    if row.target_key != target.target_key:
+        return kept.model_copy(update={"detail": f"published to another {row.target or ''} target than the profile's "
+                                                 "current one: left as it is"})
+    try:
+        done = await target.withdraw(row.remote_ids, delete=delete)
+    except NotImplementedError as exc:
+        return kept.model_copy(update={"detail": str(exc)})
+    marked = ledger.mark_withdrawn(row_id, f"{reason}: {done}")
+    get_run_logger().info("%s: %s (%s)", name, done, reason)
+    return kept.model_copy(update={"withdrawn": True, "detail": done if marked else f"{done}; already marked withdrawn"})

@@ -48,3 +48,8 @@ class PublishTarget(Block, ABC):
 
     async def publish(self, item: PublishItem) -> PublishReceipt:
         raise NotImplementedError
+
+    async def withdraw(self, remote_ids: dict, *, delete: bool) -> str:
+        """Take down what a receipt's `remote_ids` name (a source was unpublished or deleted): unpublish it,
+        or delete it; says what was done. Targets that cannot raise NotImplementedError."""
+        raise NotImplementedError(f"the {self.target_name} target cannot withdraw what it published")

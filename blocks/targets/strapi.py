@@ -13,6 +13,13 @@ the upload plugin.
 
 v4 wraps entry fields in `attributes` (`{data: {id, attributes: {...}}}`); v5
 returns them flat with a `documentId`. Both shapes are read here.
+
+`withdraw` takes a published entry down when its source is unpublished or deleted:
+`DELETE /api/<collection>/<id>` (v4: the numeric id; v5: the `documentId`), or, to
+unpublish, v4's `PUT /api/<collection>/<id>` with `{"data": {"publishedAt": null}}`.
+Strapi 5's REST API has no way to unpublish (only its Document Service has), so on
+v5 a withdrawal deletes the entry. An entry already gone (404) is not an error.
+The API token then also needs update and delete on the collection.
 """
 
 from __future__ import annotations
@@ -183,6 +190,32 @@ class StrapiSite(PublishTarget):
                     raise
                 return self._receipt(winner, self._media(self._fields(winner).get(self.media_field)), already_existed=True)
             return self._receipt(body["data"], media, already_existed=False, media_reused=reused)
+
+    # ------------------------------------------------------------------ withdraw
+
+    async def withdraw(self, remote_ids: dict, *, delete: bool) -> str:
+        ref = remote_ids.get("document_id") if self.version == "v5" else remote_ids.get("entry_id")
+        if not isinstance(ref, (int, str)) or not re.fullmatch(r"[A-Za-z0-9_-]+", str(ref)):
+            raise PublishError(f"the receipt names no Strapi {self.version} entry to withdraw (remote ids: "
+                               f"{sorted(remote_ids)})")
+        path = f"/api/{self.collection}/{ref}"
+        unpublish = not delete and self.version == "v4"
+        what = f"{'unpublishing' if unpublish else 'deleting'} {self.collection} entry {ref}"
+        async with self._client() as client:
+            try:
+                if unpublish:
+                    response = await client.put(path, json={"data": {"publishedAt": None}})
+                else:
+                    response = await client.delete(path)
+            except httpx.TransportError as exc:
+                raise publish_transport_error("Strapi", what, self.url, exc, self.timeout_seconds) from exc
+        if response.status_code == 404:
+            return f"entry {ref} already gone"
+        if response.status_code >= 400:
+            raise publish_error("Strapi", what, response)
+        if unpublish:
+            return f"entry {ref} unpublished (draft)"
+        return f"entry {ref} deleted" + ("" if delete else " (Strapi 5's REST API cannot unpublish)")
 
     async def _upload(self, client: httpx.AsyncClient, item: PublishItem, name: str) -> dict[str, Any]:
         try:

@@ -85,9 +85,9 @@ class FakeSns:
         return PlainTextResponse("<ConfirmSubscriptionResponse/>")
 
     def message(self, kind: str, message: str, *, version: str = "1", topic: str = TOPIC, subject: str | None = None,
-                cert_url: str | None = None, subscribe_url: str | None = None, key=None) -> dict:
+                cert_url: str | None = None, subscribe_url: str | None = None, key=None, sent: dt.datetime | None = None) -> dict:
         doc = {"Type": kind, "MessageId": str(uuid.uuid4()), "TopicArn": topic, "Message": message,
-               "Timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z",
+               "Timestamp": (sent or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z",
                "SignatureVersion": version, "SigningCertURL": cert_url or f"{self.url}{CERT_PATH}"}
         if subject is not None:
             doc["Subject"] = subject

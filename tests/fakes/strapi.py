@@ -10,6 +10,10 @@ format instead, as documented at docs.strapi.io (REST API, Upload, filters):
 - `GET /api/<collection>?filters[<field>][$eq]=…&populate=<media>` and
   `POST /api/<collection>` with `{"data": {...}}` → v4 `{data: {id, attributes}}`,
   v5 `{data: {id, documentId, ...fields}}`, with `meta.pagination` on lists;
+- `PUT /api/<collection>/<id>` (v4: numeric id; v5: documentId) with `{"data": {...}}`, where v4
+  takes `publishedAt: null` to unpublish; `DELETE /api/<collection>/<id>` (v4: the deleted
+  entry; v5: 204 No Content); lists return published entries only unless v4's
+  `publicationState=preview` / v5's `status=draft` asks for drafts;
 - errors as `{"data": null, "error": {"status", "name", "message", "details"}}`;
 - Bearer API token auth (401 without or with a wrong token, 403 for a
   read-only token writing).
@@ -60,6 +64,7 @@ class FakeStrapi:
             Route("/api/upload", self._upload, methods=["POST"]),
             Route("/api/upload/files", self._list_files, methods=["GET"]),
             Route("/api/{collection}", self._collection, methods=["GET", "POST"]),
+            Route("/api/{collection}/{ref}", self._one, methods=["PUT", "DELETE"]),
         ])
 
     # ------------------------------------------------------------------ plumbing
@@ -82,6 +87,7 @@ class FakeStrapi:
 
     def _entry_shape(self, e: dict[str, Any]) -> dict[str, Any]:
         fields = {k: v for k, v in e.items() if k not in ("id", "documentId")}
+        fields.setdefault("publishedAt", None)
         for media in self.media_fields & fields.keys():
             file = next((f for f in self.files if f["id"] == fields[media]), None)
             if self.version == "v4":
@@ -147,7 +153,8 @@ class FakeStrapi:
         if isinstance(fault, int):
             return _error(fault, "InternalServerError" if fault >= 500 else "ApplicationError", f"injected {fault}")
         if request.method == "GET":
-            found = self.entries
+            drafts = request.query_params.get("publicationState") == "preview" or request.query_params.get("status") == "draft"
+            found = [e for e in self.entries if drafts or e.get("publishedAt")]
             for param, value in request.query_params.items():
                 if param.startswith("filters[") and param.endswith("][$eq]"):
                     field = param[len("filters["):-len("][$eq]")]
@@ -169,10 +176,33 @@ class FakeStrapi:
         for field in self.unique_fields & data.keys():
             if any(e.get(field) == data[field] for e in self.entries):
                 return _error(400, "ValidationError", "This attribute must be unique")
-        entry = {"id": len(self.entries) + 1, "documentId": uuid.uuid4().hex[:24], **data}
+        entry = {"id": len(self.entries) + 1, "documentId": uuid.uuid4().hex[:24], "publishedAt": "2026-12-04T17:00:00.000Z", **data}
         self.entries.append(entry)
         if fault == "store-then-500":
             return _error(500, "InternalServerError", "Internal Server Error")
+        return JSONResponse({"data": self._entry_shape(entry), "meta": {}})
+
+
+    async def _one(self, request: Request) -> Response:
+        collection, ref = request.path_params["collection"], request.path_params["ref"]
+        self.requests.append((request.method, f"/api/{collection}/{ref}"))
+        if collection != self.collection:
+            return _error(404, "NotFoundError", "Not Found")
+        if denied := self._auth(request, write=True):
+            return denied
+        key = "documentId" if self.version == "v5" else "id"
+        entry = next((e for e in self.entries if str(e[key]) == ref), None)
+        if entry is None:
+            return _error(404, "NotFoundError", "Not Found")
+        if request.method == "DELETE":
+            self.entries.remove(entry)
+            return Response(status_code=204) if self.version == "v5" else JSONResponse({"data": self._entry_shape(entry), "meta": {}})
+        data = (await request.json()).get("data")
+        if not isinstance(data, dict) or set(data) - self.fields - {"publishedAt"}:
+            return _error(400, "ValidationError", "Invalid data")
+        if "publishedAt" in data and self.version == "v5":
+            data.pop("publishedAt")  # v5 ignores it (its REST API cannot unpublish)
+        entry.update(data)
         return JSONResponse({"data": self._entry_shape(entry), "meta": {}})
 
 

@@ -28,6 +28,8 @@ def test_prefect_yaml_entrypoints_and_triggers_are_valid():
             # Trigger models ignore unknown keys: make sure nothing we wrote was dropped.
             assert set(trig) - {"type"} <= set(parsed.model_fields_set)
             assert parsed.expect == {"brandforge.asset.created"}
+        if dep["name"] == "on-new-asset":
+            assert dep["parameters"] == {"fail_run_on_failure": True}
     assert names == {("catalog-refresh", "nightly-demo"), ("process-asset", "on-new-asset")}
 
 
@@ -70,6 +72,7 @@ def test_new_asset_event_starts_process_asset():
             time.sleep(1)
     assert runs, "the trigger did not create a flow run"
     assert runs[0].parameters["asset"] == {"client": "demo", "uri": "file:///catalog/mug.png", "name": "mug.png"}
+    assert runs[0].parameters["fail_run_on_failure"] is True  # a failed asset is a Failed run (flows/run_state.py)
 
 
 def test_the_pull_step_finds_the_checkout_or_names_the_variable(tmp_path, monkeypatch):

@@ -234,6 +234,21 @@ def test_the_password_is_a_secret_not_part_of_the_url(postgres_server):
     assert len(ledger.entries(client="acme")) == 1
 
 
+def test_a_published_row_is_marked_withdrawn_once(tmp_path):
+    ledger = Ledger(url=f"sqlite:///{tmp_path / 'ledger.db'}")
+    mine = ledger.record(entry(source_uri="https://cms/uploads/a.jpg"))
+    ledger.record(entry(source_uri="https://cms/uploads/a.jpg", state="failed"))
+    ledger.record(entry(client="other", source_uri="https://cms/uploads/a.jpg"))
+    assert [i for i, _ in ledger.published_rows_for_sources("acme", ["https://cms/uploads/a.jpg"])] == [mine]
+    assert ledger.mark_withdrawn(mine, "Strapi entry.delete of product entry 7: entry 3 deleted")
+    assert not ledger.mark_withdrawn(mine, "again")  # idempotent: only a published row changes
+    row = dict(ledger.rows(client="acme"))[mine]
+    assert row.state == "withdrawn" and row.reason.endswith("entry 3 deleted")
+    assert ledger.published_rows_for_sources("acme", ["https://cms/uploads/a.jpg"]) == []
+    assert ledger.published_for_generation("acme", "t1", "g1") is None  # no longer a publish to reuse
+    assert len(ledger.entries(client="other", state="published")) == 1
+
+
 def test_state_must_be_known():
     with pytest.raises(ValueError, match="state must be one of published, quarantined, failed"):
         entry(state="done")

@@ -136,6 +136,28 @@ def test_forged_tampered_and_foreign_sns_messages_are_refused(gateway, sns_host)
     assert sns_host.hits[hits:].count("/confirm") == 0 and events == []
 
 
+def test_stale_and_future_sns_messages_are_refused_before_the_certificate_is_fetched(gateway, sns_host):
+    import datetime as dt
+
+    client, events = gateway
+    now = dt.datetime.now(dt.timezone.utc)
+    hits = len(sns_host.hits)
+    for sent, said in ((now - dt.timedelta(hours=1, minutes=1), "s old"), (now + dt.timedelta(hours=2), "in the future")):
+        r = sns_post(client, sns_host.notification(s3_event("catalog/replay.jpg"), sent=sent))
+        assert r.status_code == 401 and said in r.json()["error"] and "3600 s" in r.json()["error"], r.json()
+    odd = sns_host.notification(s3_event("catalog/replay.jpg"))
+    odd["Timestamp"] = "yesterday"
+    assert "not an ISO 8601 time" in sns_post(client, odd).json()["error"]
+    assert sns_host.hits[hits:] == [] and events == []
+    fresh = sns_host.notification(s3_event("catalog/fresh.jpg"), sent=now - dt.timedelta(minutes=59))
+    assert sns_post(client, fresh).json()["emitted"] == ["fresh.jpg"]
+    strict = SnsVerifier(host_pattern=r"127\.0\.0\.1", ssl_context=sns_host.client_ssl_context(), max_age_s=60)
+    from brandforge.blocks.sns import SnsRejected
+
+    with pytest.raises(SnsRejected, match="more than 60 s off"):
+        strict.verify(fresh)
+
+
 def test_unlisted_topic_and_unknown_client_get_the_same_answer(gateway, sns_host):
     client, events = gateway
     other = sns_post(client, sns_host.notification(s3_event("catalog/x.jpg"), topic="arn:aws:sns:eu-west-1:999:other"))
@@ -219,7 +241,7 @@ def test_strapi_entry_events_start_a_run_for_the_media_field(gateway, v5):
 @pytest.mark.parametrize("v5", [False, True], ids=["v4", "v5"])
 def test_strapi_other_events_are_answered_honestly(gateway, v5):
     client, events = gateway
-    for event in ("entry.unpublish", "entry.delete", "media.update", "media.delete"):
+    for event in ("media.update", "media.delete"):
         r = post(client, strapi(event, v5=v5))
         assert r.status_code == 200 and r.json()["status"] == "ignored" and event in r.json()["reason"]
     r = post(client, strapi("entry.create", v5=v5, model="article"))
@@ -229,6 +251,60 @@ def test_strapi_other_events_are_answered_honestly(gateway, v5):
     assert events == []
     r = post(client, strapi("media.create", v5=v5))
     assert r.status_code == 200 and r.json()["emitted"] == ["mug.jpg"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.parametrize("v5", [False, True], ids=["v4", "v5"])
+def test_strapi_unpublish_and_delete_withdraw_what_was_published(gateway, profiles, tmp_path, v5):
+    """entry.unpublish / entry.delete run the withdraw flow: the target entry is unpublished (v4) or deleted,
+    the ledger row marked withdrawn, the answer lists it; a repeated delivery withdraws nothing."""
+    import asyncio
+
+    from PIL import Image
+
+    from brandforge.blocks.ledger import Ledger
+    from brandforge.blocks.targets.strapi import StrapiSite
+    from brandforge.models import LedgerEntry, PublishItem
+    from tests.fakes.strapi import FakeStrapi, serve_strapi
+
+    client, events = gateway
+    fake = FakeStrapi(version="v5" if v5 else "v4")
+    with serve_strapi(fake):
+        target = StrapiSite(url=fake.url, api_token=fake.token, version=fake.version, timeout_seconds=10)
+        profiles["demo"].target = target
+        ledger = Ledger(url=profiles["demo"].ledger.url)
+        source = f"{STRAPI}/uploads/mug_abc.jpg"  # the entry's media, as its run recorded it
+        rows = {}
+        for name, uri, target_key in (("mug", source, target.target_key), ("other", f"{STRAPI}/uploads/cup.jpg",
+                                      target.target_key), ("elsewhere", source, "another-target")):
+            Image.new("RGB", (32, 32), "red").save(tmp_path / f"{name}.jpg")
+            item = PublishItem(client="demo", name=f"{name}.jpg", generation_key=f"{name}-{'0' * 60}",
+                               image_path=str(tmp_path / f"{name}.jpg"), source_uri=uri, title=name)
+            receipt = asyncio.run(target.publish(item))
+            rows[name] = ledger.record(LedgerEntry(client="demo", source_uri=uri, generation_key=item.generation_key,
+                                                   state="published", target="strapi", target_key=target_key,
+                                                   remote_ids=receipt.remote_ids, published_url=receipt.url))
+        r = post(client, strapi("entry.unpublish", v5=v5))
+        assert r.status_code == 200 and r.json()["status"] == "withdrawn", r.json()
+        [taken] = r.json()["withdrawn"]
+        [kept] = r.json()["kept"]
+        assert taken["name"] == "mug_abc.jpg" and taken["detail"].endswith(
+            "deleted (Strapi 5's REST API cannot unpublish)" if v5 else "unpublished (draft)")
+        assert "another" in kept["detail"]
+        live = [e["title"] for e in fake.entries if e.get("publishedAt")]
+        assert live == ["other", "elsewhere"]
+        by_id = dict(ledger.rows(client="demo"))
+        assert by_id[rows["mug"]].state == "withdrawn"
+        assert by_id[rows["mug"]].reason.startswith(f"Strapi entry.unpublish of product entry {'abc123xyz' if v5 else 7}: ")
+        assert by_id[rows["other"]].state == by_id[rows["elsewhere"]].state == "published"
+
+        for _ in range(2):  # the entry is then deleted (twice: Strapi or a person repeats it)
+            r = post(client, strapi("entry.delete", v5=v5))
+            assert r.status_code == 200 and r.json()["status"] == "nothing to withdraw" and r.json()["withdrawn"] == []
+        r = post(client, strapi("entry.delete", v5=v5, model="article"))
+        assert r.json()["status"] == "ignored" and "'article' is not configured" in r.json()["reason"]
+        assert [e["title"] for e in fake.entries] == (["other", "elsewhere"] if v5 else ["mug", "other", "elsewhere"])
+    assert events == []
 
 
 def test_strapi_without_configuration_says_so(gateway, profiles):
@@ -289,6 +365,19 @@ def test_file_uris_only_under_the_clients_own_root(gateway, tmp_path):
     assert r.status_code == 422 and "outside the client's source storage root" in r.json()["error"] and events == []
     r = post(client, {"uri": (tmp_path / "cat" / "ok.jpg").as_uri(), "name": "ok.jpg"}, path="/assets/local")
     assert r.status_code == 200 and r.json()["emitted"] == ["ok.jpg"]
+
+
+def test_one_clients_url_allow_list_does_not_open_the_door_for_another(gateway, profiles):
+    client, events = gateway
+    profiles["demo"].url_allow = ["10.20.0.0/16"]  # demo's intranet DAM; "local" allows nothing extra
+    profiles["local"].webhook_token = SecretStr(TOKEN)
+    dam = {"uri": "http://10.20.0.5/dam/mug.jpg", "name": "mug.jpg"}
+    r = post(client, dam, path="/assets/local")
+    assert r.status_code == 422 and "private" in r.json()["error"] and events == []
+    r = post(client, {"uri": "http://10.21.0.5/x.jpg", "name": "x.jpg"})
+    assert r.status_code == 422 and "private" in r.json()["error"] and events == []  # outside demo's block
+    r = post(client, dam)
+    assert r.status_code == 200 and r.json()["emitted"] == ["mug.jpg"]
 
 
 # --------------------------------------------------------------------------- Standard Webhooks, Leonardo
@@ -366,3 +455,73 @@ def test_wordpress_signed_calls_are_verified(gateway):
     odd_raw, odd = wp_signed({**WP_UPLOAD, "event": "post.delete"})
     assert client.post("/assets/demo", content=odd_raw, headers=odd).status_code == 422
     assert len(events) == 1
+
+
+# --------------------------------------------------------------------------- a bucket shared by several clients
+
+
+@pytest.fixture
+def shared(demo_profile, s3_bucket_block, sns_host):
+    """Two clients (acme by key prefix, globex by object tag) uploading to one moto bucket."""
+    from brandforge.blocks.triggers import SharedBucket
+
+    bucket = s3_bucket_block.bucket_name
+    s3 = s3_bucket_block.credentials.get_s3_client()
+    for key, tag in (("acme/mug.jpg", None), ("uploads/cup.jpg", "globex"), ("uploads/untagged.jpg", None),
+                     ("uploads/evil.jpg", "initech")):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x", **({"Tagging": f"brandforge-client={tag}"} if tag else {}))
+    profiles = {
+        "acme": demo_profile.model_copy(update={"client_id": "acme", "source": s3_bucket_block.model_copy(update={"bucket_folder": "acme"})}),
+        "globex": demo_profile.model_copy(update={"client_id": "globex", "source": s3_bucket_block.model_copy(update={"bucket_folder": "uploads"})}),
+    }
+    route = SharedBucket(bucket=bucket, key_prefixes={"acme/": "acme"}, tag_clients=["globex"],
+                         credentials=s3_bucket_block.credentials, webhook_token=SecretStr(TOKEN),
+                         sns=SnsSettings(topic_arns=[TOPIC]))
+    events: list[dict] = []
+
+    def load(what, name):
+        if name not in what:
+            raise ValueError("no such block")
+        return what[name]
+
+    verifier = SnsVerifier(host_pattern=r"127\.0\.0\.1", ssl_context=sns_host.client_ssl_context())
+    app = build_app({}, emit=lambda **e: events.append(e), load_profile=lambda n: load(profiles, n),
+                    load_bucket=lambda n: load({"shop": route}, n), sns=verifier)
+    return TestClient(app), events, bucket
+
+
+def test_a_shared_bucket_gives_each_object_to_its_client_by_prefix_or_tag(shared, sns_host):
+    client, events, bucket = shared
+    r = post(client, s3_event("acme/mug.jpg", "uploads/cup.jpg", bucket=bucket, sequencer="01"), path="/buckets/shop")
+    assert r.status_code == 200 and r.json()["clients"] == {"acme": ["mug.jpg"], "globex": ["cup.jpg"]}, r.json()
+    assert [(e["resource"]["brandforge.client"], e["payload"]["uri"]) for e in events] == [
+        ("acme", f"s3://{bucket}/acme/mug.jpg"), ("globex", f"s3://{bucket}/uploads/cup.jpg")]
+    sqs = {"Records": [{"eventSource": "aws:sqs", "body": json.dumps(s3_event("uploads/cup.jpg", bucket=bucket, sequencer="02"))}]}
+    assert post(client, sqs, path="/buckets/shop").json()["clients"] == {"globex": ["cup.jpg"]}
+    signed = sns_host.notification(s3_event("acme/mug.jpg", bucket=bucket, sequencer="03"))
+    assert sns_post(client, signed, path="/buckets/shop").json()["clients"] == {"acme": ["mug.jpg"]}
+    assert len(events) == 4
+
+
+@pytest.mark.parametrize("key,why", [
+    ("uploads/untagged.jpg", "has no 'brandforge-client' tag: its client is unknown"),
+    ("uploads/evil.jpg", "names client 'initech', which shared bucket"),
+    ("uploads/gone.jpg", "its tags could not be read (NoSuchKey)"),
+])
+def test_an_object_whose_client_cannot_be_told_refuses_the_delivery(shared, key, why):
+    client, events, bucket = shared
+    r = post(client, s3_event("acme/mug.jpg", key, bucket=bucket), path="/buckets/shop")
+    assert r.status_code == 422 and why in r.json()["error"] and r.json()["emitted"] == [], r.json()
+    assert events == []
+
+
+def test_a_shared_bucket_route_needs_its_own_credentials(shared, sns_host):
+    client, events, bucket = shared
+    for path, token in (("/buckets/shop", "wrong"), ("/buckets/ghost", TOKEN), ("/buckets/shop", None)):
+        r = post(client, s3_event("acme/mug.jpg", bucket=bucket), token=token, path=path)
+        assert r.status_code == 401 and r.json()["error"] == "missing or wrong credentials for this client"
+    r = sns_post(client, sns_host.notification(s3_event("acme/mug.jpg", bucket=bucket)), path="/buckets/ghost")
+    assert r.status_code == 403
+    r = post(client, s3_event("acme/mug.jpg", bucket="another-bucket"), path="/buckets/shop")
+    assert r.status_code == 422 and "is not the shared bucket" in r.json()["error"]
+    assert events == []

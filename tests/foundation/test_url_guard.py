@@ -108,3 +108,41 @@ def test_an_internal_error_page_is_summarised_not_copied(internal):
     reason = info.value.reason
     assert "HTTP 403" in reason and "Forbidden" in reason and "internal-secret-token" not in reason
     assert len(reason) < 200
+
+
+def test_a_clients_allow_list_opens_the_door_for_that_client_only(internal, demo_profile, monkeypatch):
+    """`ClientProfile.url_allow` applies inside `client_url_allow` for that client; another client's context
+    (or none) is refused as before, and nothing is fetched."""
+    from brandforge.blocks.url_guard import client_url_allow
+    from brandforge.models import AssetRejected
+    from brandforge.tasks.load import download_source
+
+    monkeypatch.delenv(ALLOW_ENV)  # only the profiles allow-list 127.0.0.1 here
+    acme = demo_profile.model_copy(update={"client_id": "acme", "url_allow": ["127.0.0.1", "10.20.0.0/16"]})
+    globex = demo_profile.model_copy(update={"client_id": "globex"})
+    url = f"{internal.url}/image.png"
+    with client_url_allow(acme.url_allow):
+        assert download_source(url)[:8] == b"\x89PNG\r\n\x1a\n"
+        with client_url_allow(globex.url_allow):  # a nested client replaces, never extends, the outer one
+            with pytest.raises(AssetRejected, match="loopback"):
+                download_source(url)
+        check_url("http://10.20.3.4/x.jpg")
+    before = len(internal.hits)
+    for entries in (globex.url_allow, None):
+        with client_url_allow(entries), pytest.raises(AssetRejected, match="loopback"):
+            download_source(url)
+        with client_url_allow(entries), pytest.raises(UrlRefused, match="private"):
+            check_url("http://10.20.3.4/x.jpg")
+    assert len(internal.hits) == before
+
+
+@pytest.mark.parametrize("entry,why", [("0.0.0.0/0", "wider than a /8"), ("::/0", "wider than a /16"),
+                                       ("", "empty"), ("0x7f000001", "non-canonical"), ("http://x/", "neither")])
+def test_a_profile_allow_list_cannot_switch_the_guard_off(demo_profile, entry, why):
+    from pydantic import ValidationError
+
+    from brandforge.blocks.client_profile import ClientProfile
+
+    data = demo_profile.model_dump(exclude={"url_allow"})
+    with pytest.raises(ValidationError, match=why):
+        ClientProfile(**data, url_allow=["cdn.example.test", entry])

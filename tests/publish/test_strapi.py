@@ -114,3 +114,30 @@ def test_concurrent_duplicate_publishes_leave_one_entry(strapi_fake, publish_ite
 
     assert len(strapi_fake.entries) == 1
     assert first.remote_ids["entry_id"] == second.remote_ids["entry_id"] == strapi_fake.entries[0]["id"]
+
+
+def test_withdraw_unpublishes_on_v4_deletes_on_v5_and_is_idempotent(strapi_fake, publish_item):
+    """Strapi 5's REST API cannot unpublish, so a v5 withdrawal deletes; v4 turns the entry back into a draft."""
+    receipt = run(site(strapi_fake).publish(publish_item))
+    said = run(site(strapi_fake).withdraw(receipt.remote_ids, delete=False))
+    listed = httpx.get(f"{strapi_fake.url}/api/articles", headers={"Authorization": f"Bearer {strapi_fake.token}"}).json()
+    assert listed["data"] == []  # no longer live
+    if strapi_fake.version == "v4":
+        assert "unpublished (draft)" in said and strapi_fake.entries[0]["publishedAt"] is None
+        assert ("PUT", f"/api/articles/{receipt.remote_ids['entry_id']}") in strapi_fake.requests
+        said = run(site(strapi_fake).withdraw(receipt.remote_ids, delete=True))
+        assert said == f"entry {receipt.remote_ids['entry_id']} deleted"
+    else:
+        assert "deleted (Strapi 5's REST API cannot unpublish)" in said
+        assert ("DELETE", f"/api/articles/{receipt.remote_ids['document_id']}") in strapi_fake.requests
+    assert strapi_fake.entries == []
+    assert run(site(strapi_fake).withdraw(receipt.remote_ids, delete=True)).endswith("already gone")
+
+
+def test_withdraw_refusals_are_clear(strapi_fake, publish_item):
+    receipt = run(site(strapi_fake).publish(publish_item))
+    with pytest.raises(PublishError, match="lack the permission") as refused:
+        run(site(strapi_fake, api_token="read-only-token").withdraw(receipt.remote_ids, delete=True))
+    assert not refused.value.retryable and len(strapi_fake.entries) == 1
+    with pytest.raises(PublishError, match="names no Strapi"):
+        run(site(strapi_fake).withdraw({"entry_id": "../../admin"}, delete=True))
