@@ -67,12 +67,13 @@ def run_prefect(catalog: Path, state: Path) -> dict:
 
 def run_plain(catalog: Path, state: Path) -> dict:
     """The same task functions, called directly: no flow runs, no task runs, no API."""
+    from prefect.filesystems import LocalFileSystem
     from prefect.logging import disable_run_logger
 
     from brandforge.deployments.demo import demo_profile
 
     with disable_run_logger():  # task bodies that log would otherwise need a run context
-        return _plain_loop(catalog, state, demo_profile(state, client_id="bench"), None)
+        return _plain_loop(catalog, state, demo_profile(state, client_id="bench"), LocalFileSystem(basepath=str(catalog)))
 
 
 def _plain_loop(catalog: Path, state: Path, profile, storage) -> dict:

@@ -57,6 +57,7 @@ from brandforge.models import (
 )
 from brandforge.tasks.abandoned_runs import crash_abandoned_run
 from brandforge.tasks.generation_store import GenerationStore
+from brandforge.tasks.cpu import cpu_slot
 from brandforge.tasks.provider_limits import JOB_LEASE_S, SubmitPacer, ensure_provider_limits, job_slot, take_submit_slot
 from brandforge.tasks.retry import retry_transient_only
 
@@ -340,8 +341,8 @@ async def run_generation(
                 journal_id = account.reserve(provider, key, price) if account is not None else None
                 try:
                     handle = await call_with_retries(
-                        lambda: provider.submit(request), provider=name, what="submit", attempts=attempts,
-                        base_delay=base_delay, before_each=slot if use_limits else None,
+                        lambda: on_this_machine(provider, provider.submit(request)), provider=name, what="submit",
+                        attempts=attempts, base_delay=base_delay, before_each=slot if use_limits else None,
                     )
                 except BaseException as exc:
                     if journal_id is not None:  # the provider never gave us a job: nothing was spent
@@ -384,6 +385,19 @@ async def run_generation(
         timings["submit_to_image_s"] = round(done - submitted, 4)
         timings["total_s"] = round(done - started, 4)
     return handle, images, timings
+
+
+async def on_this_machine(provider: ImageProvider, call: Awaitable[T]) -> T:
+    """A local engine renders on this machine's cores: its calls take a CPU slot (tasks/cpu.py),
+    so a catalog's many assets in progress do not render all at once (16 renders at 1024 px
+    took the catalog process to 2 GB). A hosted provider's call only waits on the network."""
+    if provider.uses_shared_limits:
+        return await call
+    await asyncio.to_thread(cpu_slot.acquire)
+    try:
+        return await call
+    finally:
+        cpu_slot.release()
 
 
 @asynccontextmanager
