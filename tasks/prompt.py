@@ -29,6 +29,11 @@ def subject_from_name(name: str) -> str:
     return " ".join(words.split()) or "product"
 
 
+def asset_subject(asset: LoadedAsset) -> str:
+    """The prompt's subject: the record's product name when there is one, else words of the file name."""
+    return asset.record.name if asset.record and asset.record.name else subject_from_name(asset.name)
+
+
 def render_prompt(template: str, *, subject: str, style: str, palette: list[str], client: str, extra: str) -> str:
     text = template.format(subject=subject, style=style, palette=", ".join(palette), client=client, extra=extra)
     return " ".join(text.replace(" ,", ",").split()).strip(" ,")
@@ -53,7 +58,7 @@ def make_request(asset: LoadedAsset, recipe: Recipe, profile: ClientProfile, rev
     style = recipe.style or profile.default_style or "photograph"
     extra = ", ".join([recipe.extra_prompt, *notes]) if recipe.extra_prompt else ", ".join(notes)
     prompt = render_prompt(
-        profile.prompt_template, subject=subject_from_name(asset.name), style=style,
+        profile.prompt_template, subject=asset_subject(asset), style=style,
         palette=profile.palette, client=profile.display_name or profile.client_id, extra=extra,
     )
     # A recipe's seed is validated (0 … 2**32-1) with the recipe; only the regeneration offset wraps.
