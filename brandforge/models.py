@@ -867,6 +867,11 @@ class AssetPlan(BaseModel):
     generation_key: str | None = None
     output_key: str | None = None
     params: dict[str, Any] = Field(default_factory=dict, description="The parameters as the ledger and the outputs record them.")
+    provider_ref: str = Field("default", description="The profile's name of the routed provider block ('default': `provider`).")
+    rule: str | None = Field(None, description="The routing rule that decided; None = the default route.")
+    template: str | None = Field(None, description="The prompt template (name@version[/locale]) that wrote the prompt.")
+    gates: dict[str, Any] = Field(default_factory=dict, description="The route's gate threshold overrides.")
+    caption: str | None = Field(None, description="The template's caption (alt text) in the asset's language.")
 
 
 class CatalogSummary(BaseModel):
