@@ -204,6 +204,8 @@ def request_params(request: GenerationRequest, recipe: Recipe, profile: ClientPr
     for name in ("loras", "control"):
         if not params.get(name):
             params.pop(name, None)
+    if "loras" in params:
+        params["loras"] = list(params["loras"])
     if recipe.seed_policy != "derived":
         params["seed_policy"] = recipe.seed_policy
     if planned.route.provider != "default" or planned.route.cost_aware:

@@ -102,6 +102,7 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
     _description = "Image-to-image on Replicate: predictions, Prefer: wait, polling, Standard Webhooks."
 
     provider_name: ClassVar[str] = "replicate"
+    supports_loras: ClassVar[bool] = True
     refiner_name: ClassVar[str] = "replicate"
     offers: ClassVar[frozenset[str]] = frozenset({"upscale", "faces", "outpaint"})
     supports_webhooks: ClassVar[bool] = True
@@ -198,6 +199,11 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
     def build_input(self, request: GenerationRequest, image: str) -> dict[str, Any]:
         """The `input` object: the wire map applied, names renamed, model-specific inputs added."""
         inputs = {"image": image, "prompt": request.prompt, **self.wire_params(request)}
+        if request.loras:  # SDXL-family models on Replicate: one LoRA as `lora_weights` (a URL) and `lora_scale`
+            if len(request.loras) > 1:
+                raise Rejected(f"loras: replicate models take one LoRA (lora_weights), {len(request.loras)} were asked for",
+                               provider=self.provider_name)
+            inputs.update(lora_weights=request.loras[0].weights, lora_scale=request.loras[0].scale)
         inputs = {self.input_names.get(k, k): v for k, v in inputs.items()}
         return {**inputs, **self.extra_input}
 
