@@ -31,7 +31,7 @@ def asset(record: AssetRecord | None = None, name: str = "mug.jpg", size: tuple[
 def with_rules(profile: ClientProfile, rules: list[dict], **update) -> ClientProfile:
     """The profile rebuilt (so its validators run) with these providers and rules."""
     data = {name: getattr(profile, name) for name in ClientProfile.model_fields}
-    data.update(providers={"fal": FalProvider(model=FLUX, api_key=SecretStr("k"), price_per_image_usd=0.025),
+    data.update(providers={**profile.providers, "fal": FalProvider(model=FLUX, api_key=SecretStr("k"), price_per_image_usd=0.025),
                            "replicate": ReplicateProvider(model=SDXL, api_key=SecretStr("k"), price_per_image_usd=0.012),
                            "budget": LocalEngine(job_dir=profile.provider.job_dir, price_per_image_usd=0.001)},
                 routing=[RoutingRule.model_validate(r) for r in rules], **update)
@@ -203,3 +203,31 @@ def test_providers_without_lora_support_refuse_them(demo_profile):
     two = Recipe(name="r", loras=[BRAND_LORA, LoraSpec(weights="https://example.com/b.safetensors")])
     with pytest.raises(Rejected, match="replicate models take one LoRA"):
         ReplicateProvider(api_key=SecretStr("k")).build_input(two.generation_request(source_image="file:///x.png", prompt="p"), "data:,")
+
+
+def test_control_reaches_replicate_as_an_edge_map_and_is_refused_elsewhere(demo_profile, tmp_path):
+    from PIL import Image
+
+    from brandforge.blocks.providers.http import decode_data_uri
+    from brandforge.models import ControlSpec
+
+    src = tmp_path / "src.png"
+    img = Image.new("RGB", (96, 96), "white")
+    img.paste((0, 0, 0), (24, 24, 72, 72))
+    img.save(src)
+    recipe = Recipe(name="r", control=ControlSpec(kind="edges", scale=0.6))
+    request = recipe.generation_request(source_image=f"file://{src}", prompt="p")
+    inputs = ReplicateProvider(api_key=SecretStr("k")).build_input(request, "data:,")
+    assert inputs["controlnet_conditioning_scale"] == 0.6
+    edges = Image.open(__import__("io").BytesIO(decode_data_uri(inputs["control_image"])))
+    assert edges.size == (96, 96) and edges.getextrema() == (0, 255)  # the square's outline
+    depth = Recipe(name="r", control=ControlSpec(kind="depth")).generation_request(source_image=f"file://{src}", prompt="p")
+    with pytest.raises(Rejected, match="replicate computes no depth map"):
+        ReplicateProvider(api_key=SecretStr("k")).build_input(depth, "data:,")
+    with pytest.raises(Rejected, match="control is not supported by fal"):
+        FalProvider(api_key=SecretStr("k"), model=FLUX).check_request(request)
+    with pytest.raises(ValidationError, match="routes structure control to provider 'fal'"):
+        with_rules(demo_profile, [{"name": "r1", "provider": "fal", "control": {"kind": "edges"}}])
+    # Control is part of the generation key (plain requests keep theirs).
+    assert "control" in request.model_dump() and with_rules(demo_profile, [{"name": "r1", "provider": "replicate",
+                                                                             "control": {"kind": "edges"}}])
