@@ -14,9 +14,9 @@ import unicodedata
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 # --------------------------------------------------------------------------- errors
 
@@ -680,13 +680,18 @@ class AssetRef(BaseModel):
     client: str
     uri: str
     name: str
-    record: AssetRecord | None = None
+    # Its schema is any object: a CMS entry (other keys included) reaches a flow run's parameters as it is
+    # and is mapped onto the record's fields here, not refused by the parameter schema.
+    record: Annotated[AssetRecord | None, WithJsonSchema(
+        {"anyOf": [{"type": "object"}, {"type": "null"}], "default": None,
+         "description": "What is known about the asset (AssetRecord fields, or a CMS entry mapped onto them)."})] = None
 
     @field_validator("record", mode="before")
     @classmethod
     def _record(cls, v: Any) -> Any:
-        """A CMS entry arrives as a plain dict (the event's payload): mapped onto the record's fields."""
-        if isinstance(v, dict):
+        """A CMS entry arrives as a plain dict (the event's payload): mapped onto the record's fields (unless a
+        subclass keeps the entry itself as its record: the gateway's StrapiAsset)."""
+        if isinstance(v, dict) and AssetRecord in get_args(cls.model_fields["record"].annotation):
             return AssetRecord.from_mapping(v, origin="cms") if v else None
         return v
 

@@ -56,7 +56,7 @@ def on_new_asset_trigger() -> DeploymentEventTrigger:
                 "uri": "{{ event.payload.uri }}",
                 "name": "{{ event.payload.name }}",
                 # A CMS entry travels as the asset's record (AssetRef maps its fields); none: an empty one.
-                "record": "{{ event.payload.record or {} }}",
+                "record": "{{ (event.payload.record or {}) }}",
             }
         },
     )
