@@ -33,8 +33,24 @@ from brandforge.blocks.targets.s3 import S3Target
 from brandforge.blocks.targets.strapi import StrapiSite
 from brandforge.blocks.targets.wordpress import WordPressSite
 from brandforge.blocks.triggers import SnsSettings, StrapiTrigger
+<<<<<<< HEAD
 from brandforge.blocks.url_guard import allow_entry_problem
 from brandforge.models import GateThresholds, InvalidInput, Recipe, RoutingRule
+=======
+from brandforge.models import (
+    CHAIN_STEPS,
+    CHEAPEST,
+    ROUTE_FIELDS,
+    ROUTE_NUMERIC,
+    GateThresholds,
+    GenerationParams,
+    InvalidInput,
+    Recipe,
+    RoutingRule,
+    describe_validation_error,
+)
+from pydantic import ValidationError
+>>>>>>> s3-wt14
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 PROMPT_SLOTS = {"subject", "style", "palette", "client", "extra"}
@@ -77,6 +93,10 @@ def secret_values(block: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
             found.append((path, value.get_secret_value()))
         elif isinstance(value, BaseModel):
             found.extend(secret_values(value, f"{path}."))
+        elif isinstance(value, dict):  # named blocks (providers)
+            for key, item in value.items():
+                if isinstance(item, BaseModel):
+                    found.extend(secret_values(item, f"{path}.{key}."))
     return found
 
 
@@ -98,9 +118,111 @@ def with_block_type_slugs(data: dict, references: dict) -> dict:
     return data
 
 
+def typed_block_data(v: object, union: object, what: str) -> object:
+    """Nested block data without its `block_type_slug` (a saved block's data written back inline)
+    gets the one block type whose fields it fits; blocks accept extra keys, so without this the
+    union's first type would take anyone's data. Data that fits none, or several, is an error."""
+    if not isinstance(v, dict) or not v or "block_type_slug" in v or "$ref" in v:
+        return v
+    members = [m for m in get_args(union) if isinstance(m, type) and issubclass(m, Block)]
+    fitting = [m for m in members if set(v) <= set(m.model_fields)]
+    if len(fitting) != 1:
+        names = [m.get_block_type_slug() for m in (fitting or members)]
+        raise ValueError(f"{what} does not say which block type it is (no block_type_slug) and its fields fit "
+                         f"{'none' if not fitting else 'several'} of {names}; choose the block again in the form")
+    return {**v, "block_type_slug": fitting[0].get_block_type_slug()}
+
+
 def is_anonymous_name(name: str) -> bool:
     """Blocks saved inline with a profile get generated names (anonymous documents): they are its own."""
     return name.startswith("anonymous-")
+
+
+def _values(v: object) -> set[str] | None:
+    """A condition's accepted values (lower case), or None for a range condition."""
+    if isinstance(v, dict):
+        return None
+    return {str(x).lower() for x in (v if isinstance(v, list) else [v])}
+
+
+def _covers(field: str, wide: object, narrow: object) -> bool:
+    """Whether every value condition `narrow` accepts, `wide` accepts too (conservative: False when unsure)."""
+    if isinstance(wide, dict) or isinstance(narrow, dict):
+        if not (isinstance(wide, dict) and isinstance(narrow, dict)):
+            return False
+        lo_w, hi_w = wide.get("min", float("-inf")), wide.get("max", float("inf"))
+        lo_n, hi_n = narrow.get("min", float("-inf")), narrow.get("max", float("inf"))
+        return lo_w <= lo_n and hi_n <= hi_w
+    wide_v, narrow_v = _values(wide) or set(), _values(narrow) or set()
+    if field == "locale":  # a language covers its regional locales
+        return all(n in wide_v or n.split("-")[0] in wide_v for n in narrow_v)
+    return narrow_v <= wide_v
+
+
+def shadowed_by(earlier: RoutingRule, later: RoutingRule) -> bool:
+    """Whether every asset `later` matches is matched by `earlier` first (so `later` never decides)."""
+    if earlier.match != "*" and earlier.match != later.match:
+        return False
+    return all(f in later.when and _covers(f, c, later.when[f]) for f, c in earlier.when.items())
+
+
+def rule_problem(profile: "ClientProfile", index: int, rule: RoutingRule) -> str | None:
+    """What is wrong with one routing rule of `profile`, or None: an unknown recipe, provider, step, gate,
+    parameter or condition field; a range on a field that is not a size; a rule an earlier one shadows; LoRAs
+    or control routed to a provider that cannot take them."""
+    names = [r.name for r in profile.recipes]
+    if rule.recipe is not None and rule.recipe not in names:
+        return f"names recipe {rule.recipe!r}; known recipes: {names}"
+    unknown = sorted(set(rule.when) - set(ROUTE_FIELDS))
+    if unknown:
+        return f"condition on unknown field(s) {unknown}: no asset record has them; fields: {list(ROUTE_FIELDS)}"
+    for field, cond in rule.when.items():
+        if isinstance(cond, dict):
+            if field not in ROUTE_NUMERIC or not set(cond) <= {"min", "max"} or not cond:
+                return f"condition {field}: {{min, max}} ranges apply to {list(ROUTE_NUMERIC)} only"
+            if not all(isinstance(x, (int, float)) for x in cond.values()):
+                return f"condition {field}: min and max must be numbers"
+        elif cond in (None, "", []):
+            return f"condition {field} is empty"
+    providers = profile.provider_names()
+    if rule.provider is not None and rule.provider != CHEAPEST and rule.provider not in providers:
+        return f"names provider {rule.provider!r}; the profile's providers: {providers} (or {CHEAPEST!r})"
+    if rule.params:
+        bad = sorted(set(rule.params) - set(GenerationParams.model_fields))
+        if bad:
+            return f"params {bad} are not generation parameters; allowed: {list(GenerationParams.model_fields)}"
+        try:
+            GenerationParams.model_validate(rule.params)
+        except ValidationError as exc:
+            return f"params: {describe_validation_error(exc)}"
+    for step in rule.add_steps:
+        if step.step not in CHAIN_STEPS:
+            return f"adds unknown step {step.step!r}; steps: {list(CHAIN_STEPS)}"
+        if step.step == "encode":
+            return "adds an encode step: a chain has one, set by its recipe"
+    if rule.gates:
+        bad = sorted(set(rule.gates) - set(GateThresholds.model_fields))
+        if bad:
+            return f"gates {bad} are not gate thresholds; allowed: {list(GateThresholds.model_fields)}"
+        try:
+            GateThresholds.model_validate({**profile.gates.model_dump(), **rule.gates})
+        except ValidationError as exc:
+            return f"gates: {describe_validation_error(exc)}"
+    for j, earlier in enumerate(profile.routing[:index]):
+        if shadowed_by(earlier, rule):
+            return (f"is shadowed by rule {earlier.label(j)}: every asset it matches, that earlier rule matches "
+                    "first; put it before that rule or narrow the earlier one")
+    recipe = next((r for r in profile.recipes if r.name == (rule.recipe or profile.default_recipe)), None)
+    loras = [*(recipe.loras if recipe else []), *rule.loras]
+    control = rule.control or (recipe.control if recipe else None)
+    targets = providers if rule.provider == CHEAPEST else [rule.provider or "default"]
+    for name in targets:
+        block = profile.provider if name == "default" else profile.providers[name]
+        if loras and not block.supports_loras:
+            return f"routes LoRAs to provider {name!r} ({block.provider_name}), which cannot apply LoRAs"
+        if control and not block.supports_control:
+            return f"routes structure control to provider {name!r} ({block.provider_name}), which has no ControlNet input"
+    return None
 
 
 class ClientProfile(Block):
@@ -120,12 +242,28 @@ class ClientProfile(Block):
         description="Slots: {subject} {style} {palette} {client} {extra}.",
     )
     recipes: list[Recipe] = Field(default_factory=lambda: [Recipe(name="default")])
-    routing: list[RoutingRule] = Field(default_factory=list, description="First matching glob wins.")
+    routing: list[RoutingRule] = Field(
+        default_factory=list, description="Ordered rule table: the first rule whose glob and conditions hold decides "
+        "the recipe, provider, model, parameters, added steps, gates and template (see RoutingRule).")
     default_recipe: str = "default"
     gates: GateThresholds = Field(default_factory=GateThresholds)
     aesthetic: AestheticModel | None = Field(None, description="LAION aesthetic predictor for the aesthetic gate; null leaves the gate out.")
     source: Union[LocalFileSystem, S3Bucket, None] = Field(None, description="Where the catalog's source images live.")
-    provider: ProviderBlock = Field(default_factory=LocalEngine, description="Image-to-image provider block.")
+    provider: ProviderBlock = Field(default_factory=LocalEngine, description="Image-to-image provider block (the default).")
+    providers: dict[str, ProviderBlock] = Field(
+        default_factory=dict, description="More provider blocks by name, for routing rules ('default' is `provider`).")
+    prompt_templates: str | None = Field(
+        None, description="Where the versioned Jinja2 prompt templates are: 'source:PATH' (a YAML/JSON file in the "
+        "source storage), 'variable:NAME' (a Prefect Variable) or a local file path; unset: prompt_template.")
+    template_pins: dict[str, int] = Field(default_factory=dict, description="Template name -> the version to use (unset: the latest).")
+    tone: str = Field("", description="The brand's tone of voice, for templates ({{ brand.tone }}).")
+    palette_words: list[str] = Field(default_factory=list, description="The palette as words for prompts; unset: nearest colour names.")
+    banned_words: list[str] = Field(default_factory=list, description="Words no prompt may contain (checked after rendering).")
+    timezone: str = Field("UTC", description="The client's IANA time zone: templates' time of day, season and holidays.")
+    hemisphere: Literal["north", "south"] = Field("north", description="Which seasons the templates' {{ context.season }} names.")
+    holidays: dict[str, str] = Field(default_factory=dict, description="'MM-DD' or 'YYYY-MM-DD' -> holiday name, over the built-in calendar.")
+    pass_rate_floor: float = Field(0.8, ge=0, le=1, description="Cost-aware routing: the least pass rate a cheaper provider needs.")
+    pass_rate_min_samples: int = Field(3, ge=1, description="Cost-aware routing: images a provider needs on record before its pass rate counts.")
     target: TargetBlock = Field(default_factory=LocalGallery, description="Where passing images are published.")
     # Required: a profile without its ledger must fail, never fall back to some default file (that
     # would lose the client's history and its idempotency index without a word).
@@ -163,6 +301,11 @@ class ClientProfile(Block):
         reference is left out of `block_schema_references` only: the form's definitions (and so
         the UI's picker), validation and loading still know S3Target, and it registers on its own."""
         schema = super().model_json_schema(*args, **kwargs)
+        # Named providers sit one key deeper than Prefect's secret paths reach ("providers.api_token"): the
+        # server masks (and, on a form's write-back, restores) everything under `providers` instead.
+        if "secret_fields" in schema:
+            kept = [f for f in schema["secret_fields"] if not f.startswith("providers.")]
+            schema["secret_fields"] = kept + ["providers.*"]
         refs = schema.get("block_schema_references", {})
         targets = refs.get("target")
         if isinstance(targets, list):
@@ -184,18 +327,28 @@ class ClientProfile(Block):
     @field_validator(*UNION_BLOCK_FIELDS, mode="before")
     @classmethod
     def _block_type_of_data(cls, v: object, info: ValidationInfo) -> object:
-        """Nested block data without its `block_type_slug` (a saved block's data written back inline)
-        gets the one block type whose fields it fits; blocks accept extra keys, so without this the
-        union's first type would take anyone's data. Data that fits none, or several, is an error."""
-        if not isinstance(v, dict) or not v or "block_type_slug" in v or "$ref" in v:
-            return v
-        members = [m for m in get_args(UNION_BLOCK_FIELDS[info.field_name]) if isinstance(m, type) and issubclass(m, Block)]
-        fitting = [m for m in members if set(v) <= set(m.model_fields)]
-        if len(fitting) != 1:
-            names = [m.get_block_type_slug() for m in (fitting or members)]
-            raise ValueError(f"{info.field_name} does not say which block type it is (no block_type_slug) and its fields fit "
-                             f"{'none' if not fitting else 'several'} of {names}; choose the block again in the form")
-        return {**v, "block_type_slug": fitting[0].get_block_type_slug()}
+        return typed_block_data(v, UNION_BLOCK_FIELDS[info.field_name], info.field_name)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _provider_types(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return {k: typed_block_data(b, ProviderBlock, f"providers.{k}") for k, b in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _provider_can_take_recipes(self) -> "ClientProfile":
+        """A recipe with LoRAs or control on a provider that cannot take them fails here, not at generation."""
+        routed = {r.recipe or self.default_recipe for r in self.routing if r.provider is None}
+        for recipe in self.recipes:
+            if recipe.name in routed | {self.default_recipe} or not any(r.recipe == recipe.name for r in self.routing):
+                if recipe.loras and not self.provider.supports_loras:
+                    raise ValueError(f"recipe {recipe.name!r} has LoRAs but the default provider ({self.provider.provider_name}) "
+                                     "cannot apply LoRAs; route it to one that can (fal, replicate, diffusers)")
+                if recipe.control and not self.provider.supports_control:
+                    raise ValueError(f"recipe {recipe.name!r} has structure control but the default provider "
+                                     f"({self.provider.provider_name}) has no ControlNet input")
+        return self
 
     @model_validator(mode="after")
     def _no_masked_secrets(self) -> "ClientProfile":
@@ -242,6 +395,10 @@ class ClientProfile(Block):
     @field_validator("prompt_template")
     @classmethod
     def _template(cls, v: str) -> str:
+        if "{{" in v or "{%" in v:  # a Jinja2 template (compiled by check_profile, rendered in the sandbox)
+            if len(v) > MAX_TEMPLATE_CHARS:
+                raise ValueError(f"prompt_template is {len(v)} characters; at most {MAX_TEMPLATE_CHARS}")
+            return v
         try:
             slots = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
         except ValueError as exc:
@@ -263,12 +420,37 @@ class ClientProfile(Block):
         names = [r.name for r in self.recipes]
         if len(set(names)) != len(names):
             raise ValueError(f"recipes must have distinct names (got {names})")
-        for rule in self.routing:
-            if rule.recipe not in names:
-                raise ValueError(f"routing rule {rule.match!r} names recipe {rule.recipe!r}; known recipes: {names}")
         if self.default_recipe not in names:
             raise ValueError(f"default_recipe {self.default_recipe!r} is not a recipe; known recipes: {names}")
+        if "default" in self.providers:
+            raise ValueError("providers may not be named 'default': that name is the profile's `provider`")
+        for i, rule in enumerate(self.routing):
+            problem = rule_problem(self, i, rule)
+            if problem:
+                raise ValueError(f"routing rule {rule.label(i)}: {problem}")
         return self
+
+    def provider_names(self) -> list[str]:
+        return ["default", *self.providers]
+
+    def provider_block(self, name: str | None) -> "ProviderBlock":
+        """The provider block a route names ('default' or unset: `provider`)."""
+        if not name or name == "default":
+            return self.provider
+        if name not in self.providers:
+            raise InvalidInput(f"provider {name!r} is not one of client {self.client_id}'s providers {self.provider_names()}")
+        return self.providers[name]
+
+    def routed(self, provider: str | None = None, model: str | None = None, gates: dict | None = None) -> "ClientProfile":
+        """This profile as one routed asset sees it: its provider block (with the route's model) as `provider`
+        and its gate thresholds, so the stages after planning read `profile.provider` / `profile.gates`."""
+        block = self.provider_block(provider)
+        if model and model != block.model:
+            block = block.model_copy(update={"model": model})
+        update: dict = {"provider": block}
+        if gates:
+            update["gates"] = GateThresholds.model_validate({**self.gates.model_dump(), **gates})
+        return self.model_copy(update=update)
 
     @model_serializer(mode="wrap")
     def ser_model(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):
@@ -281,7 +463,8 @@ class ClientProfile(Block):
 
     def foreign_blocks(self) -> list[str]:
         """Names of saved blocks this profile embeds that belong to another client (see `owns_block`)."""
-        nested = (self.source, self.provider, self.target, self.ledger, self.refiner, self.c2pa_signer, self.aesthetic)
+        nested = (self.source, self.provider, *self.providers.values(), self.target, self.ledger, self.refiner, self.c2pa_signer,
+                  self.aesthetic)
         names = [getattr(b, "_block_document_name", None) for b in nested if b is not None]
         return [n for n in names if n and not is_anonymous_name(n) and not owns_block(self.client_id, n)]
 

@@ -271,6 +271,33 @@ class Ledger(Block):
         with self.engine.connect() as conn:
             return [str(((r.scores or {}).get("review") or {}).get("note") or "") for r in conn.execute(query)]
 
+    def first_seed(self, client: str, source_key: str, recipe_key: str) -> int | None:
+        """The seed first recorded for these bytes and this recipe (a 'random' seed policy draws once and
+        asks for the same seed on every rerun), or None."""
+        t = ledger_table.c
+        query = (select(t.seed).where(t.client == client, t.source_key == source_key, t.recipe_key == recipe_key,
+                                      t.seed.is_not(None)).order_by(t.id).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return int(row[0]) if row else None
+
+    def pass_rates(self, client: str, recipe: str, last: int = 200) -> dict[str, tuple[int, int]]:
+        """Provider route name -> (published, published + quarantined) over this client's last `last` gate
+        decisions with this recipe: what cost-aware routing compares with the profile's floor. Rows are
+        attributed by `params.provider_ref` (the profile's provider name), else 'default'."""
+        t = ledger_table.c
+        query = (select(t.state, t.params).where(t.client == client, t.recipe == recipe,
+                                                 t.state.in_(("published", "quarantined")))
+                 .order_by(t.id.desc()).limit(last))
+        rates: dict[str, list[int]] = {}
+        with self.engine.connect() as conn:
+            for state, params in conn.execute(query):
+                name = str((params or {}).get("provider_ref") or "default")
+                counts = rates.setdefault(name, [0, 0])
+                counts[0] += state == "published"
+                counts[1] += 1
+        return {k: (v[0], v[1]) for k, v in rates.items()}
+
     def published_phashes(self, client: str, exclude_source_uri: str | None = None) -> list[str]:
         """Perceptual hashes of every image published for `client` (the duplicate gate compares against them).
 

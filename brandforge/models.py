@@ -14,9 +14,9 @@ import unicodedata
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 # --------------------------------------------------------------------------- errors
 
@@ -234,6 +234,33 @@ class GenerationParams(BaseModel):
         return {name: getattr(self, name) for name in PARAM_NAMES if getattr(self, name) is not None}
 
 
+class LoraSpec(BaseModel):
+    """A LoRA adapter a recipe (or a CMS record) asks for: its weights and how strongly they apply."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    weights: str = Field(description="Where the weights are: an https URL, a Hugging Face repo id, or a local .safetensors file.")
+    scale: float = Field(1.0, ge=0, le=4, description="How strongly the adapter applies, 0 to 4.")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: str) -> str:
+        if not v or not v.strip() or len(v) > 1000:
+            raise ValueError("weights must name the LoRA's weights (URL, repo id or local file), 1-1000 characters")
+        return v.strip()
+
+
+class ControlSpec(BaseModel):
+    """Structure control (ControlNet): a reference image — given, or edges / depth / pose computed from the
+    source — and how strongly it conditions the generation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    kind: Literal["edges", "depth", "pose"] = "edges"
+    scale: float = Field(0.8, ge=0, le=2, description="Conditioning scale, 0 to 2.")
+    image: str | None = Field(None, description="Reference image URI; unset = computed from the source.")
+
+
 class GenerationRequest(GenerationParams):
     """One image-to-image job, provider-neutral, every parameter resolved.
 
@@ -258,6 +285,8 @@ class GenerationRequest(GenerationParams):
     explicit: tuple[str, ...] = Field(
         default=(), description="The parameters the recipe or caller set; the rest carry PARAM_DEFAULTS or a derived seed."
     )
+    loras: tuple[LoraSpec, ...] = Field(default=(), description="LoRA adapters; a provider without LoRA support refuses them.")
+    control: ControlSpec | None = Field(None, description="Structure control; a provider without it refuses it.")
 
     @model_validator(mode="before")
     @classmethod
@@ -388,6 +417,17 @@ class Recipe(GenerationParams):
     chain: list[StepSpec] = Field(default_factory=list)
     output_format: Literal["jpeg", "png", "webp", "avif"] = "jpeg"
     keep_composition: bool = False
+    seed_policy: Literal["derived", "fixed", "random"] = Field(
+        "derived", description="derived: from the source's content key (stable across reruns); fixed: the recipe's "
+        "seed for every asset (a brand character); random: drawn once per asset and recorded, so a rerun asks the same.")
+    loras: list[LoraSpec] = Field(default_factory=list, description="LoRA adapters (weights + scale), part of the generation key.")
+    control: ControlSpec | None = Field(None, description="Structure control (edges / depth / pose), part of the generation key.")
+
+    @model_validator(mode="after")
+    def _fixed_needs_seed(self) -> "Recipe":
+        if self.seed_policy == "fixed" and self.seed is None:
+            raise ValueError("seed_policy 'fixed' needs the recipe's seed (0 to 4294967295)")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -408,7 +448,13 @@ class Recipe(GenerationParams):
         if seed is not None:
             values["seed"] = seed
         values.setdefault("negative_prompt", PARAM_DEFAULTS["negative_prompt"])
-        return GenerationRequest(source_image=source_image, prompt=prompt, explicit=explicit, **values)
+        return GenerationRequest(source_image=source_image, prompt=prompt, explicit=explicit, loras=tuple(self.loras),
+                                 control=self.control, **values)
+
+
+# Fields added to Recipe after its key was first defined: left out of the recipe key while at their
+# defaults, so existing recipes keep their keys (and their assets are not redone).
+RECIPE_KEY_OPTIONAL = {"seed_policy": "derived", "loras": [], "control": None}
 
 
 # Gates whose score is a number compared with one threshold: the ones a review band can apply to.
@@ -457,13 +503,45 @@ class GateThresholds(BaseModel):
         return v
 
 
+# Post-processing steps a chain may name (tasks/postprocess/chain.py STEPS plus encode; a test keeps them equal).
+CHAIN_STEPS = ("watermark", "reframe", "upscale", "faces", "grade", "grain", "vignette", "soft_light", "lens_distortion", "encode")
+# What routing conditions may test: the asset record's fields and the source's size. `target` is the
+# record's channel (target use: print, social-9x16 …).
+ROUTE_FIELDS = ("name", "category", "style", "colours", "tags", "locale", "channel", "target", "priority",
+                "width", "height", "long_side")
+ROUTE_NUMERIC = ("width", "height", "long_side")
+CHEAPEST = "cheapest"
+
+
 class RoutingRule(BaseModel):
-    """Send sources whose path matches `match` (a glob) to recipe `recipe`."""
+    """One row of a client's ordered routing table: conditions → a recipe and what to change in it.
+
+    `match` globs the source's path; `when` tests the asset record and the source (field → a value, a list
+    of values, or {min, max} for sizes; list fields such as tags match when they hold a value; a language
+    such as `de` matches `de-DE`). The first rule whose conditions all hold decides; none: the default recipe
+    on the default provider. The rule's recipe is then changed by the rule: provider (a name in the profile's
+    providers, `default`, or `cheapest` for cost-aware routing), model, generation parameters, steps added to
+    the chain (before encode), gate thresholds, prompt template, LoRAs, control and seed policy."""
 
     model_config = ConfigDict(extra="forbid")
 
-    match: str
-    recipe: str
+    name: str = Field("", description="How errors and `route --explain` name the rule; default: its position and match.")
+    match: str = Field("*", description="Glob over the source's path in the catalog.")
+    when: dict[str, Any] = Field(default_factory=dict, description=f"Conditions on {list(ROUTE_FIELDS)}.")
+    recipe: str | None = Field(None, description="The recipe; unset = the profile's default recipe.")
+    provider: str | None = Field(None, description=f"A name in the profile's providers, 'default', or '{CHEAPEST}'.")
+    model: str | None = Field(None, description="The provider's model for these assets.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Generation parameter overrides (GenerationParams).")
+    add_steps: list[StepSpec] = Field(default_factory=list, description="Post-processing steps added before encode.")
+    gates: dict[str, Any] = Field(default_factory=dict, description="Gate threshold overrides (GateThresholds fields).")
+    template: str | None = Field(None, description="Prompt template name (or name@version) for these assets.")
+    style: str | None = Field(None, description="Style words replacing the recipe's.")
+    loras: list[LoraSpec] = Field(default_factory=list, description="LoRAs added to the recipe's.")
+    control: ControlSpec | None = None
+    seed_policy: Literal["derived", "fixed", "random"] | None = None
+
+    def label(self, index: int) -> str:
+        return self.name or f"#{index + 1} ({self.match}{' ' + json.dumps(self.when, sort_keys=True) if self.when else ''})"
 
 
 # --------------------------------------------------------------------------- assets and outcomes
@@ -485,12 +563,137 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+PRIORITIES = ("low", "normal", "high")
+
+
+def _text_list(value: Any) -> list[str]:
+    """Tags or colours as a list of short strings: from a list, or a comma/semicolon separated string."""
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).replace(";", ",").split(",")
+    return [str(v.get("name") if isinstance(v, dict) else v).strip()[:80] for v in items if str(v).strip()][:50]
+
+
+# Record keys other systems use for our fields (a CMS entry's title, a manifest's "colors" column …).
+RECORD_ALIASES = {"title": "name", "product": "name", "product_name": "name", "product_title": "name",
+                  "colors": "colours", "color": "colours", "colour": "colours", "target": "channel", "use": "channel",
+                  "lang": "locale", "language": "locale", "seed_pin": "seed", "lora": "loras"}
+
+
+class AssetRecord(BaseModel):
+    """What is known about an asset beyond its bytes: product name, category, colours, tags, locale, channel
+    (target use: `print`, `social-9x16` …) and priority, from a CMS entry, a sidecar JSON next to the file or a
+    CSV/JSON manifest of the catalog. A CMS record may also pin a template, a seed, LoRAs and an aspect ratio;
+    `context` holds values the triggering event passed for the prompt (e.g. `weather: rain`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str | None = Field(None, description="Product name: the prompt's subject (else the file name).")
+    category: str | None = None
+    style: str | None = Field(None, description="Requested style (e.g. 'photorealistic', 'illustration').")
+    colours: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    locale: str | None = Field(None, description="BCP 47 tag such as 'de-DE'.")
+    channel: str | None = Field(None, description="Target use: 'print', 'web', 'social-9x16' …")
+    priority: Literal["low", "normal", "high"] | None = None
+    template: str | None = Field(None, description="Pinned prompt template: 'name' or 'name@version'.")
+    seed: int | None = Field(None, description="Pinned seed, 0 to 4294967295.")
+    loras: list[LoraSpec] = Field(default_factory=list)
+    aspect: str | None = Field(None, description="Pinned aspect ratio 'W:H' (e.g. '4:5').")
+    context: dict[str, str] = Field(default_factory=dict, description="Values the triggering event passed (weather: rain).")
+    origin: str = Field("", description="Where the record came from: sidecar, manifest, cms.")
+
+    @field_validator("name", "category", "style", "locale", "channel", "template", mode="before")
+    @classmethod
+    def _short_text(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        return str(v).strip()[:200] if isinstance(v, (str, int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("colours", "tags", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> list[str]:
+        return _text_list(v)
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, v: Any) -> Any:
+        return v.strip().lower() or None if isinstance(v, str) else v
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_text(cls, v: Any) -> Any:
+        return int(v) if isinstance(v, str) and v.strip().isdigit() else (None if v == "" else v)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v < 2**32:
+            raise ValueError(f"seed must be between 0 and 4294967295 (got {v})")
+        return v
+
+    @field_validator("aspect")
+    @classmethod
+    def _aspect(cls, v: str | None) -> str | None:
+        if v is not None:
+            w, _, h = v.partition(":")
+            if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+                raise ValueError(f"aspect must be a ratio W:H such as '4:5' (got {v!r})")
+        return v
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k)[:64]: str(val)[:200] for k, val in list(v.items())[:50] if val is not None}
+        return v
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], *, origin: str = "") -> "AssetRecord":
+        """A record from another system's fields (aliases mapped, unknown keys ignored); bad values raise
+        InvalidInput naming the field and where the record came from."""
+        known = set(cls.model_fields)
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            field = RECORD_ALIASES.get(str(key).lower(), str(key).lower())
+            if field in known and field != "origin" and field not in values and value not in (None, "", []):
+                values[field] = value
+        if isinstance(values.get("loras"), (dict, str)):
+            values["loras"] = [values["loras"]]
+        if isinstance(values.get("loras"), list):
+            values["loras"] = [{"weights": lo} if isinstance(lo, str) else lo for lo in values["loras"]]
+        try:
+            return cls(**values, origin=origin or str(data.get("origin", "")))
+        except ValidationError as exc:
+            raise InvalidInput(f"asset record{f' ({origin})' if origin else ''}: {describe_validation_error(exc)}") from exc
+
+    def merged(self, other: "AssetRecord | None") -> "AssetRecord":
+        """This record with `other`'s set fields on top (a CMS entry over a manifest row)."""
+        if other is None:
+            return self
+        return type(self).model_validate({**self.model_dump(), **other.model_dump(exclude_unset=True, exclude_defaults=True)})
+
+
 class AssetRef(BaseModel):
-    """A source image as found in a catalog, before it is read."""
+    """A source image as found in a catalog, before it is read; `record` is what is known about it."""
 
     client: str
     uri: str
     name: str
+    # Its schema is any object: a CMS entry (other keys included) reaches a flow run's parameters as it is
+    # and is mapped onto the record's fields here, not refused by the parameter schema.
+    record: Annotated[AssetRecord | None, WithJsonSchema(
+        {"anyOf": [{"type": "object"}, {"type": "null"}], "default": None,
+         "description": "What is known about the asset (AssetRecord fields, or a CMS entry mapped onto them)."})] = None
+
+    @field_validator("record", mode="before")
+    @classmethod
+    def _record(cls, v: Any) -> Any:
+        """A CMS entry arrives as a plain dict (the event's payload): mapped onto the record's fields (unless a
+        subclass keeps the entry itself as its record: the gateway's StrapiAsset)."""
+        if isinstance(v, dict) and AssetRecord in get_args(cls.model_fields["record"].annotation):
+            return AssetRecord.from_mapping(v, origin="cms") if v else None
+        return v
 
 
 class LoadedAsset(BaseModel):
@@ -505,6 +708,7 @@ class LoadedAsset(BaseModel):
     height: int
     original_format: str
     notes: list[str] = Field(default_factory=list)
+    record: AssetRecord | None = None
 
 
 class GateScore(BaseModel):
@@ -683,6 +887,11 @@ class AssetPlan(BaseModel):
     generation_key: str | None = None
     output_key: str | None = None
     params: dict[str, Any] = Field(default_factory=dict, description="The parameters as the ledger and the outputs record them.")
+    provider_ref: str = Field("default", description="The profile's name of the routed provider block ('default': `provider`).")
+    rule: str | None = Field(None, description="The routing rule that decided; None = the default route.")
+    template: str | None = Field(None, description="The prompt template (name@version[/locale]) that wrote the prompt.")
+    gates: dict[str, Any] = Field(default_factory=dict, description="The route's gate threshold overrides.")
+    caption: str | None = Field(None, description="The template's caption (alt text) in the asset's language.")
 
 
 class CatalogSummary(BaseModel):

@@ -1,7 +1,12 @@
-"""The `brandforge` command: audit one published image, export the ledger for compliance.
+"""The `brandforge` command: audit one published image, export the ledger, explain a routing decision.
 
     brandforge audit <published URL | generation key | ledger row id | remote id> --client acme [--artifact]
     brandforge export --client acme --since 2026-11-01 --until 2026-12-01 --format csv > november.csv
+    brandforge route --explain <asset uri or name> --client acme [--source FOLDER] [--now 2026-12-24T08:00+01:00]
+
+`route --explain` reads the client's profile (Prefect API), its catalog and ledger, and prints the
+rule that matched (and why the others did not), the recipe, provider and model, the rendered prompt,
+the seed and the estimated cost; nothing is generated, paid or recorded.
 
 Both read the ledger only (never a CMS, never a secret) and show one client's
 rows: `--client NAME` is required, or `--all-clients` for an operator who may
@@ -130,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", type=lambda v: parse_when(v, end=True), help="last day included, or an instant excluded")
     export.add_argument("--format", choices=["csv", "json"], default="csv", help="csv (default) or json")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    route = sub.add_parser("route", help="explain how one asset is routed (rule, recipe, provider, prompt, seed, cost)")
+    route.add_argument("--explain", required=True, metavar="ASSET", help="the asset's URI, its path in the catalog, or its file name")
+    route.add_argument("--client", required=True, help="the client whose ClientProfile routes it")
+    route.add_argument("--source", help="catalog folder to read the asset from (default: the profile's source storage)")
+    route.add_argument("--now", type=parse_when, help="the clock the prompt's context reads (ISO timestamp; default: now)")
     return parser
 
 
@@ -150,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "route":
+        return explain_route(args)
     if bool(args.client) == bool(args.all_clients):
         parser.error(f"{args.command}: name the client whose rows to show (--client NAME), or give --all-clients")
     only = None if args.all_clients else args.client
@@ -177,6 +189,23 @@ def run_command(argv: list[str] | None = None) -> int:
         print(f"brandforge export: {len(rows)} rows written to {args.output}", file=sys.stderr)
     else:
         export_rows(rows, args.format, sys.stdout)
+    return 0
+
+
+def explain_route(args: argparse.Namespace) -> int:
+    from prefect.filesystems import LocalFileSystem
+
+    from brandforge.models import BrandforgeError
+    from brandforge.tasks.explain import explain
+    from brandforge.tasks.profiles import load_profile
+
+    try:
+        profile = load_profile(args.client)
+        storage = LocalFileSystem(basepath=str(os.path.abspath(args.source))) if args.source else None
+        print(explain(args.explain, profile, storage=storage, now=args.now))
+    except BrandforgeError as exc:
+        print(f"brandforge route: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

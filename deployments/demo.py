@@ -43,9 +43,14 @@ def demo_chain(anchor: str = "bottom-right", *finish: StepSpec) -> list[StepSpec
     ]
 
 
+# A second offline provider: the local engine with a studio palette (its flat and duotone styles use it).
+STUDIO_PALETTE = ["#1d1d1f", "#f5f5f7", "#b08d57"]
+
+
 def demo_profile(state_dir: Path, client_id: str = "demo", catalog: Path | None = None) -> ClientProfile:
-    """The demo client: five recipes routed by file name, local engine, gallery, SQLite ledger;
-    its source is the folder `catalog` (a LocalFileSystem block) when given."""
+    """The demo client: five recipes routed by file name and record (the catalog's manifest.csv), two
+    offline providers, versioned prompt templates per category (demo/templates.yaml), gallery, SQLite
+    ledger; its source is the folder `catalog` (a LocalFileSystem block) when given."""
     recipes = [
         # A flat poster is printed: a light paper grain keeps its flat areas from reading as a banding defect.
         Recipe(name="poster", style="flat poster illustration", extra_prompt="bold brand colours", strength=0.85, width=WIDTH,
@@ -71,15 +76,22 @@ def demo_profile(state_dir: Path, client_id: str = "demo", catalog: Path | None 
         default_style="vintage film photograph",
         prompt_template="{style} of {subject} for {client}, {extra}",
         recipes=recipes,
+        prompt_templates=str(DEMO / "templates.yaml"),
+        timezone="Europe/London",
         routing=[
-            RoutingRule(match="*mug*", recipe="poster"),
-            RoutingRule(match="*coffee*", recipe="watercolour"),
-            RoutingRule(match="*cat*", recipe="oil"),
-            RoutingRule(match="*astronaut*", recipe="sketch"),
+            RoutingRule(name="mugs", match="*mug*", recipe="poster"),
+            RoutingRule(name="coffee", match="*coffee*", recipe="watercolour"),
+            RoutingRule(name="cats", match="*cat*", recipe="oil"),
+            # Space portraits go to the studio engine; low-priority assets to the cheapest provider that
+            # passes often enough (the default until the ledger has history).
+            RoutingRule(name="space-portraits", match="*astronaut*", when={"category": "space"}, recipe="sketch",
+                        provider="studio"),
+            RoutingRule(name="low-priority", when={"priority": "low"}, recipe="vintage", provider="cheapest"),
         ],
         default_recipe="vintage",
         gates=GateThresholds(min_width=256, min_height=256, min_sharpness=20.0),
         provider=LocalEngine(job_dir=str(state_dir / "jobs"), palette=PALETTE),
+        providers={"studio": LocalEngine(job_dir=str(state_dir / "jobs"), palette=STUDIO_PALETTE, model="brandforge-local-v1-studio")},
         target=LocalGallery(folder=str(state_dir / "gallery"), title="brandforge demo gallery"),
         ledger=Ledger(url=f"sqlite:///{state_dir / 'ledger.db'}"),
         source=LocalFileSystem(basepath=str(Path(catalog).resolve())) if catalog else None,

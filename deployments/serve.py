@@ -55,6 +55,8 @@ def on_new_asset_trigger() -> DeploymentEventTrigger:
                 "client": "{{ event.resource['brandforge.client'] }}",
                 "uri": "{{ event.payload.uri }}",
                 "name": "{{ event.payload.name }}",
+                # A CMS entry travels as the asset's record (AssetRef maps its fields); none: an empty one.
+                "record": "{{ (event.payload.record or {}) }}",
             }
         },
     )

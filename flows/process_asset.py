@@ -129,7 +129,7 @@ def publish_item_for(asset: AssetRef, loaded: LoadedAsset, plan: AssetPlan, best
     return PublishItem(
         client=asset.client, name=asset.name, generation_key=plan.generation_key, output_key=plan.output_key,  # type: ignore[arg-type]
         image_path=best.path, source_uri=asset.uri, source_key=loaded.source_key, source_path=loaded.path,
-        title=Path(asset.name).stem, alt_text=plan.request.prompt,  # type: ignore[union-attr]
+        title=Path(asset.name).stem, alt_text=plan.caption or plan.request.prompt,  # type: ignore[union-attr]
         content_type=CONTENT_TYPE[Path(best.path).suffix.lstrip(".").replace("jpg", "jpeg")],
         scores={s.gate: s.score for s in best.scores}, params=plan.params, extra_outputs=best.extra_outputs,
     )
@@ -190,6 +190,7 @@ def asset_pipeline(
             if plan.done.state == "published":  # a crash after the row may have left the source undone
                 settle_source(asset, storage, profile, plan.done)
             return asset_outcome(asset, plan.done, seconds=round(time.monotonic() - started, 3), skipped=True)
+        profile = profile.routed(plan.provider_ref, plan.model, plan.gates)  # the routed provider, model and gates
         # Final outputs by output key: a changed chain writes beside, never over, the earlier outputs.
         out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / plan.output_key[:16]  # type: ignore[index]
         with stage("generate", timings), client_url_allow(profile.url_allow):

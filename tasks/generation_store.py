@@ -32,14 +32,22 @@ from PIL import Image
 from brandforge.models import GenerationResult, GenerationRequest, stable_hash
 
 
-def generation_key(source_key: str, request: GenerationRequest, provider: str, model: str) -> str:
+def generation_key(source_key: str, request: GenerationRequest, provider: str, model: str, template: str | None = None) -> str:
     """The content address of a generation: what decides the provider's pixels, and nothing else.
 
     The request's parameters as the provider receives them (prompt, negative prompt, seed,
-    strength, steps, sizes, batch size, which ones were asked for explicitly), the source's
-    content key (not its path in some work folder), the provider and the model."""
-    return stable_hash({"source": source_key, "provider": provider, "model": model,
-                        "params": request.model_dump(exclude={"source_image"})})
+    strength, steps, sizes, batch size, which ones were asked for explicitly, LoRAs and control),
+    the source's content key (not its path in some work folder), the provider, the model and the
+    prompt template (name@version) that wrote the prompt. LoRAs, control and template are left out
+    while unused, so requests without them keep the keys they always had."""
+    params = request.model_dump(exclude={"source_image"})
+    for name in ("loras", "control"):
+        if not params.get(name):
+            params.pop(name, None)
+    key = {"source": source_key, "provider": provider, "model": model, "params": params}
+    if template:
+        key["template"] = template
+    return stable_hash(key)
 
 
 class GenerationStore:

@@ -13,8 +13,10 @@ non-images, truncated files and decompression bombs.
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import io
+import json
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -29,7 +31,7 @@ from prefect_aws import S3Bucket
 
 from brandforge.blocks.http import reason_from_body, safe_url, sync_client
 from brandforge.blocks.url_guard import UrlPolicy, UrlRefused, local_path_under, parse_host
-from brandforge.models import AssetRef, AssetRejected, LoadedAsset, Transient, content_hash, name_problem
+from brandforge.models import AssetRecord, AssetRef, AssetRejected, InvalidInput, LoadedAsset, Transient, content_hash, name_problem
 from brandforge.tasks.retry import retry_unless_refused
 
 ALLOWED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "TIFF": "TIFF", "MPO": "JPEG"}
@@ -82,9 +84,80 @@ def list_catalog(
         names = list_local(storage.basepath or ".", pattern)
     if exclude_prefix:
         names = [n for n in names if not n.startswith(exclude_prefix.rstrip("/") + "/")]
+    names, records = catalog_records(storage, names)
     if limit:
         names = names[:limit]
-    return [AssetRef(client=client, uri=source_uri(storage, n), name=n) for n in names]
+    return [AssetRef(client=client, uri=source_uri(storage, n), name=n, record=records.get(n)) for n in names]
+
+
+# --------------------------------------------------------------------------- asset records (sidecars, manifests)
+
+MANIFEST_NAMES = ("manifest.json", "manifest.csv")
+MANIFEST_FILE_KEYS = ("file", "path", "source", "filename")
+
+
+def _read_text(storage: LocalFileSystem | S3Bucket, name: str) -> str:
+    if isinstance(storage, S3Bucket):
+        return storage.read_path(name).decode("utf-8-sig")
+    return (Path(storage.basepath or ".") / name).read_text(encoding="utf-8-sig")
+
+
+def manifest_rows(text: str, manifest: str) -> dict[str, dict]:
+    """{file name: its fields} from a catalog manifest: CSV with a `file` column, or JSON (a list of objects
+    with `file`, or an object keyed by file name). Paths are relative to the manifest's folder."""
+    if manifest.endswith(".csv"):
+        rows = list(csv.DictReader(io.StringIO(text)))
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InvalidInput(f"manifest {manifest}: not valid JSON ({exc})") from exc
+        rows = [{"file": k, **v} for k, v in data.items() if isinstance(v, dict)] if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise InvalidInput(f"manifest {manifest}: expected a list of objects or an object keyed by file name")
+    found: dict[str, dict] = {}
+    parent = Path(manifest).parent.as_posix()
+    folder = "" if parent == "." else parent
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidInput(f"manifest {manifest}: row {i + 1} is not an object")
+        file = next((row[k] for k in MANIFEST_FILE_KEYS if row.get(k)), None)
+        if not file:
+            raise InvalidInput(f"manifest {manifest}: row {i + 1} names no file (column one of {list(MANIFEST_FILE_KEYS)})")
+        fields = {k: v for k, v in row.items() if k not in MANIFEST_FILE_KEYS and v not in (None, "")}
+        found[f"{folder}/{file}" if folder else str(file)] = fields
+    return found
+
+
+def catalog_records(storage: LocalFileSystem | S3Bucket, names: list[str]) -> tuple[list[str], dict[str, AssetRecord]]:
+    """The catalog's images without its record files, and each image's record: its manifest row (a
+    `manifest.json` / `manifest.csv` in its folder or above) under its sidecar (`<file>.json` or
+    `<stem>.json` next to it). A record file that cannot be read is an InvalidInput naming it."""
+    present = set(names)
+    manifests = sorted((n for n in names if Path(n).name in MANIFEST_NAMES), key=lambda n: n.count("/"))
+    sidecars = {n for n in names if n.endswith(".json") and Path(n).name not in MANIFEST_NAMES
+                and (n[:-5] in present or any(m != n and Path(m).with_suffix(".json").as_posix() == n for m in present))}
+    images = [n for n in names if n not in sidecars and Path(n).name not in MANIFEST_NAMES]
+    rows: dict[str, dict] = {}
+    for manifest in manifests:  # a deeper manifest's row wins over a shallower one's
+        rows.update(manifest_rows(_read_text(storage, manifest), manifest))
+    records: dict[str, AssetRecord] = {}
+    for name in images:
+        record = AssetRecord.from_mapping(rows[name], origin="manifest") if name in rows else None
+        for sidecar in (f"{name}.json", Path(name).with_suffix(".json").as_posix()):
+            if sidecar in sidecars and sidecar != name:
+                try:
+                    data = json.loads(_read_text(storage, sidecar))
+                except ValueError as exc:
+                    raise InvalidInput(f"sidecar {sidecar}: not valid JSON ({exc})") from exc
+                if not isinstance(data, dict):
+                    raise InvalidInput(f"sidecar {sidecar}: expected a JSON object of record fields")
+                side = AssetRecord.from_mapping(data, origin="sidecar")
+                record = record.merged(side) if record else side
+                break
+        if record is not None:
+            records[name] = record
+    return images, records
 
 
 def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
@@ -263,5 +336,5 @@ def load_asset(ref: AssetRef, storage: LocalFileSystem | S3Bucket | None, work_d
     img.save(path, format="PNG")
     return LoadedAsset(
         client=ref.client, uri=ref.uri, name=ref.name, source_key=key, path=str(path.resolve()),
-        width=img.width, height=img.height, original_format=fmt, notes=notes,
+        width=img.width, height=img.height, original_format=fmt, notes=notes, record=ref.record,
     )

@@ -59,9 +59,31 @@ def load_profile(client: str) -> ClientProfile:
     return profile
 
 
+def check_templates(profile: ClientProfile) -> None:
+    """The prompt templates load and compile; pinned versions and the templates rules name exist."""
+    from brandforge.tasks.prompt import profile_templates
+    from brandforge.tasks.templates import compiled
+
+    templates = profile_templates(profile)
+    if templates is None:
+        if "{{" in profile.prompt_template or "{%" in profile.prompt_template:
+            compiled(profile.prompt_template, "prompt_template")
+        return
+    for name, version in profile.template_pins.items():
+        if version not in templates.versions(name):
+            raise InvalidInput(f"template_pins: template {name!r} has no version {version} in {profile.prompt_templates} "
+                               f"(versions: {templates.versions(name) or 'none: unknown template'})")
+    for i, rule in enumerate(profile.routing):
+        if rule.template:
+            name, _, version = rule.template.partition("@")
+            if name not in templates.names() or (version.isdigit() and int(version) not in templates.versions(name)):
+                raise InvalidInput(f"routing rule {rule.label(i)}: template {rule.template!r} is not in {profile.prompt_templates}")
+
+
 @task(name="check-profile")
 def check_profile(profile: ClientProfile) -> None:
     """Everything about a profile that can be checked before any image is touched."""
+    check_templates(profile)
     for recipe in profile.recipes:
         # The chain with the profile's context: unknown steps, bad fields, and a missing logo,
         # palette, refiner or signer all fail here, before any image.

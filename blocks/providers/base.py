@@ -95,6 +95,10 @@ class ImageProvider(Block, ABC):
     uses_shared_limits: ClassVar[bool] = False
 
     provider_name: ClassVar[str] = "provider"
+    # Whether the provider passes LoRA adapters / structure control on (a profile routing them to one that
+    # cannot is refused when it is built; a request carrying them is refused before any call).
+    supports_loras: ClassVar[bool] = False
+    supports_control: ClassVar[bool] = False
 
     model: str = Field("", description="The provider's model id or version.")
     requests_per_minute: int = Field(600, ge=1, description="Shared submit budget across all workers.")
@@ -149,6 +153,10 @@ class ImageProvider(Block, ABC):
                 continue
             if spec.name is not None:
                 sent[spec.name] = converted
+        if request.loras and not self.supports_loras:
+            refused.append(f"loras are not supported by {self.provider_name} (it cannot apply LoRA adapters)")
+        if request.control and not self.supports_control:
+            refused.append(f"control is not supported by {self.provider_name} (it has no ControlNet input)")
         if refused:
             raise Rejected("; ".join(refused) + "; leave it unset in the recipe or choose a provider that has it",
                            provider=self.provider_name)

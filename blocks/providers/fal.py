@@ -72,6 +72,7 @@ class FalProvider(HostedProvider):
     _description = "Image-to-image on fal.ai's queue API with webhooks (Ed25519, JWKS) and polling."
 
     provider_name: ClassVar[str] = "fal"
+    supports_loras: ClassVar[bool] = True
     supports_webhooks: ClassVar[bool] = True
 
     base_url: str = "https://queue.fal.run"
@@ -110,6 +111,8 @@ class FalProvider(HostedProvider):
 
     def build_input(self, request: GenerationRequest, image: str) -> dict[str, Any]:
         body: dict[str, Any] = {"image_url": image, "prompt": request.prompt, **self.wire_params(request)}
+        if request.loras:  # fal's LoRA endpoints (flux-lora, sdxl …) take `loras: [{path, scale}]`
+            body["loras"] = [{"path": lo.weights, "scale": lo.scale} for lo in request.loras]
         if not self._is_flux:
             body["format"] = "png"
             if request.width and request.height:

@@ -52,6 +52,18 @@ def prepare_source(request: GenerationRequest, *, provider: str, fmt: str = "PNG
     return buf.getvalue()
 
 
+def edge_map(png: bytes) -> bytes:
+    """A structure-control reference computed from the source: Canny edges (white on black) as PNG."""
+    import cv2
+    import numpy as np
+
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    edges = cv2.Canny(grey, 100, 200)
+    buf = io.BytesIO()
+    Image.fromarray(edges).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 

@@ -160,6 +160,8 @@ def test_bad_step_parameter_names_the_field(demo_profile, demo_state, catalog):
 
 def test_budget_stops_paying_and_records_why(demo_profile, demo_state, catalog):
     demo_profile.provider = demo_profile.provider.model_copy(update={"price_per_image_usd": 0.05})
+    # The demo routes its space portraits to a second provider: it costs the same here.
+    demo_profile.providers = {k: v.model_copy(update={"price_per_image_usd": 0.05}) for k, v in demo_profile.providers.items()}
     demo_profile.run_budget_usd = 0.12
     summary = run(demo_profile, catalog, demo_state)
     assert summary.counts == {"published": 2, "failed": 3}

@@ -55,6 +55,7 @@ def test_new_asset_event_starts_process_asset():
     from prefect.events import emit_event
 
     from brandforge.deployments.serve import build_deployments
+    from brandforge.models import AssetRef
 
     on_new_asset = next(d for d in build_deployments() if d.name == "on-new-asset")
     deployment_id = on_new_asset.apply()
@@ -64,15 +65,26 @@ def test_new_asset_event_starts_process_asset():
         resource={"prefect.resource.id": "brandforge.asset.demo.abc123", "brandforge.client": "demo"},
         payload={"uri": "file:///catalog/mug.png", "name": "mug.png"},
     )
+    # A CMS asset's entry travels as its record (the gateway's asset_event puts it in the payload).
+    cms_record = {"collection": "product", "id": 7, "title": "Red mug", "category": "kitchen", "tags": ["mugs"]}
+    emit_event(
+        event="brandforge.asset.created",
+        resource={"prefect.resource.id": "brandforge.asset.demo.def456", "brandforge.client": "demo"},
+        payload={"uri": "file:///catalog/red.png", "name": "red.png", "record": cms_record},
+    )
     runs = []
     deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline and not runs:
+        while time.monotonic() < deadline and len(runs) < 2:
             runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
             time.sleep(1)
-    assert runs, "the trigger did not create a flow run"
-    assert runs[0].parameters["asset"] == {"client": "demo", "uri": "file:///catalog/mug.png", "name": "mug.png"}
-    assert runs[0].parameters["fail_run_on_failure"] is True  # a failed asset is a Failed run (flows/run_state.py)
+    assert len(runs) == 2, "the trigger did not create a flow run per event"
+    assets = {r.parameters["asset"]["name"]: r.parameters["asset"] for r in runs}
+    assert assets["mug.png"] == {"client": "demo", "uri": "file:///catalog/mug.png", "name": "mug.png", "record": {}}
+    assert assets["red.png"]["record"] == cms_record
+    assert AssetRef.model_validate(assets["red.png"]).record.model_dump(include={"name", "category", "tags"}) == {
+        "name": "Red mug", "category": "kitchen", "tags": ["mugs"]}
+    assert all(r.parameters["fail_run_on_failure"] is True for r in runs)  # a failed asset is a Failed run (flows/run_state.py)
 
 
 def test_the_pull_step_finds_the_checkout_or_names_the_variable(tmp_path, monkeypatch):
