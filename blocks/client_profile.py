@@ -33,10 +33,7 @@ from brandforge.blocks.targets.s3 import S3Target
 from brandforge.blocks.targets.strapi import StrapiSite
 from brandforge.blocks.targets.wordpress import WordPressSite
 from brandforge.blocks.triggers import SnsSettings, StrapiTrigger
-<<<<<<< HEAD
 from brandforge.blocks.url_guard import allow_entry_problem
-from brandforge.models import GateThresholds, InvalidInput, Recipe, RoutingRule
-=======
 from brandforge.models import (
     CHAIN_STEPS,
     CHEAPEST,
@@ -50,7 +47,6 @@ from brandforge.models import (
     describe_validation_error,
 )
 from pydantic import ValidationError
->>>>>>> s3-wt14
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 PROMPT_SLOTS = {"subject", "style", "palette", "client", "extra"}
