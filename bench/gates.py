@@ -240,7 +240,7 @@ def aesthetic(models: list[str], batches: list[int], precisions: list[str], reps
                 t8, c8 = timings[batches.index(8)]
                 agree = "agrees" if diff <= 0.05 else "DISAGREES"
                 print(f"  {'':<10} batch 8: {t8:.3f} s/image wall {'meets' if t8 <= 0.6 else 'misses'} the 0.6 s goal "
-                      f"({c8 / 2:.3f} s on 2 idle cores by CPU time)"
+                      f"(CPU time / 2 threads: {c8 / 2:.3f} s, the wall time on 2 idle cores; an upper bound, CPU time inflates on a busy machine)"
                       + ("" if precision == "fp32" else f"; {agree} with fp32 within 0.05"))
         if assets:
             counts = [1 + i % 2 for i in range(assets)]

@@ -18,6 +18,7 @@ from brandforge.blocks.aesthetic import AestheticModel, AestheticUnavailable, bu
 from brandforge.models import GateThresholds  # noqa: E402
 from brandforge.tasks.gates.aesthetic import score_aesthetic  # noqa: E402
 from tests.gates.images import blank, demo_photo, on_palette_poster  # noqa: E402
+from tests.gates.test_microbatch import call_in_threads  # noqa: E402
 
 TINY = "BrandforgeTiny-test"
 TINY_CFG = {
@@ -197,25 +198,7 @@ class PassCounter:
 
 def score_in_threads(block: AestheticModel, requests: list[list]) -> list:
     """Each request scored by `block.score` from its own thread, all started together; exceptions are returned."""
-    import threading
-
-    barrier = threading.Barrier(len(requests))
-    out: list = [None] * len(requests)
-
-    def call(slot: int) -> None:
-        barrier.wait()
-        try:
-            out[slot] = block.score(requests[slot])
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
-            out[slot] = exc
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a caller is still waiting"
-    return out
+    return call_in_threads(block.score, requests)
 
 
 def test_concurrent_assets_are_scored_in_one_forward_pass(tiny_files):

@@ -30,15 +30,15 @@ class Recorder:
         return [2 * i for i in items]
 
 
-def in_threads(batcher: MicroBatcher, requests: list[list]) -> list:
-    """Submit each request from its own thread at once; each slot is the results or the exception raised."""
+def call_in_threads(fn, requests: list) -> list:
+    """fn(request) for each request, each from its own thread, all released at once; a slot holds the result or the exception."""
     barrier = threading.Barrier(len(requests))
     out: list = [None] * len(requests)
 
     def call(slot: int) -> None:
         barrier.wait()
         try:
-            out[slot] = batcher.submit(requests[slot]).result(timeout=30)
+            out[slot] = fn(requests[slot])
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             out[slot] = exc
 
@@ -46,9 +46,13 @@ def in_threads(batcher: MicroBatcher, requests: list[list]) -> list:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "a caller is still waiting"
     return out
+
+
+def in_threads(batcher: MicroBatcher, requests: list[list]) -> list:
+    return call_in_threads(lambda items: batcher.submit(items).result(timeout=60), requests)
 
 
 def test_concurrent_callers_share_one_pass_and_get_their_own_results():
