@@ -18,6 +18,7 @@ from brandforge.blocks.aesthetic import AestheticModel, AestheticUnavailable, bu
 from brandforge.models import GateThresholds  # noqa: E402
 from brandforge.tasks.gates.aesthetic import score_aesthetic  # noqa: E402
 from tests.gates.images import blank, demo_photo, on_palette_poster  # noqa: E402
+from tests.gates.test_microbatch import call_in_threads  # noqa: E402
 
 TINY = "BrandforgeTiny-test"
 TINY_CFG = {
@@ -173,3 +174,124 @@ def test_aesthetic_block_saves_and_loads_from_prefect(tiny):
     loaded = AestheticModel.load("gates-tiny-aesthetic")
     assert loaded.model_name == TINY and loaded.head_path == tiny.head_path
     assert loaded.score(images(2)) == pytest.approx(tiny.score(images(2)), abs=1e-5)
+
+
+# ---------------------------------------------------------------- shared batches, int8, one model per process
+
+
+class PassCounter:
+    """Counts forward passes of the image encoder (a forward hook); `fail` makes the next passes raise."""
+
+    def __init__(self, model) -> None:
+        self.passes: list[int] = []
+        self.fail: Exception | None = None
+        self._pre = model.visual.register_forward_pre_hook(self._before)
+
+    def _before(self, module, args):
+        self.passes.append(args[0].shape[0])
+        if self.fail is not None:
+            raise self.fail
+
+    def remove(self) -> None:
+        self._pre.remove()
+
+
+def score_in_threads(block: AestheticModel, requests: list[list]) -> list:
+    """Each request scored by `block.score` from its own thread, all started together; exceptions are returned."""
+    return call_in_threads(block.score, requests)
+
+
+def test_concurrent_assets_are_scored_in_one_forward_pass(tiny_files):
+    """Four assets' threads (1-2 candidates each) share one pass of batch_size 6; each gets its own scores."""
+    ims = images(6)
+    alone = AestheticModel(model_name=TINY, pretrained=tiny_files["clip"], head_path=tiny_files["head"], shared_batches=False)
+    expected = alone.score(ims)
+    shared = alone.model_copy(update={"shared_batches": True, "batch_size": 6, "batch_wait_ms": 30_000})
+    counter = PassCounter(shared.load_model()[0])
+    try:
+        out = score_in_threads(shared, [ims[0:1], ims[1:3], ims[3:4], ims[4:6]])
+    finally:
+        counter.remove()
+    assert counter.passes == [6]
+    assert out[0] + out[1] + out[2] + out[3] == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_lone_asset_is_scored_when_the_batch_wait_runs_out(tiny_files):
+    lone = AestheticModel(model_name=TINY, pretrained=tiny_files["clip"], head_path=tiny_files["head"], batch_size=32, batch_wait_ms=20)
+    counter = PassCounter(lone.load_model()[0])
+    try:
+        out = score_in_threads(lone, [images(2)])
+    finally:
+        counter.remove()
+    assert counter.passes == [2] and len(out[0]) == 2 and all(isinstance(s, float) for s in out[0])
+
+
+def test_a_failed_forward_pass_reaches_every_waiting_asset(tiny_files):
+    block = AestheticModel(model_name=TINY, pretrained=tiny_files["clip"], head_path=tiny_files["head"], batch_size=3, batch_wait_ms=30_000)
+    counter = PassCounter(block.load_model()[0])
+    counter.fail = RuntimeError("encoder exploded")
+    try:
+        out = score_in_threads(block, [images(1), images(1), images(1)])
+        assert all(isinstance(o, RuntimeError) and "encoder exploded" in str(o) for o in out)
+        assert counter.passes == [3]
+        counter.fail = None
+        assert [len(o) for o in score_in_threads(block, [images(1), images(2)])] == [1, 2]
+    finally:
+        counter.remove()
+
+
+def test_the_model_is_built_once_when_many_assets_ask_at_once(tiny_files, tmp_path, monkeypatch):
+    """Eight threads score with a configuration not loaded yet: one build, one model object for all."""
+    builds = []
+    real = open_clip.create_model_and_transforms
+
+    def counting(*args, **kwargs):
+        builds.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", counting)
+    # cache_dir is part of the configuration key but unused with a checkpoint file: a fresh key, same weights.
+    block = AestheticModel(model_name=TINY, pretrained=tiny_files["clip"], head_path=tiny_files["head"], cache_dir=str(tmp_path))
+    out = score_in_threads(block, [images(1)] * 8)
+    assert builds == [TINY]
+    assert all(len(o) == 1 for o in out)
+    assert block.model_copy(update={"batch_size": 3, "shared_batches": False}).load_model()[0] is block.load_model()[0]
+    assert block.model_copy(update={"precision": "int8"}).load_model()[0] is not block.load_model()[0]
+
+
+def test_int8_scores_agree_with_fp32_within_the_tolerance(tiny_files, tmp_path):
+    """The encoder's MLP layers are int8; scores on the 1-10 scale stay within 0.05 of fp32.
+
+    The random head is rescaled so that, over these images (photos, a poster,
+    a blank), fp32 scores span 4.0-6.5: the spread the real predictor puts
+    between a blank and a good photo, so the head's gain is realistic.
+    """
+    from torch import nn
+
+    fp32 = AestheticModel(model_name=TINY, pretrained=tiny_files["clip"], head_path=tiny_files["head"], batch_size=8)
+    ims = images(8)
+    head = fp32.load_model()[2]
+    raw = torch.tensor(fp32.score(ims))
+    gain = 2.5 / float(raw.max() - raw.min())
+    state = {k: v.clone() for k, v in head.state_dict().items()}
+    state["layers.7.weight"] *= gain
+    state["layers.7.bias"] = state["layers.7.bias"] * gain + (4.0 - float(raw.min()) * gain)
+    scaled = tmp_path / "head-1-10.pth"
+    torch.save(state, scaled)
+    fp32 = fp32.model_copy(update={"head_path": str(scaled)})
+    int8 = fp32.model_copy(update={"precision": "int8"})
+    visual = int8.load_model()[0].visual
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    for block in visual.transformer.resblocks:  # the tiny model has 2
+        assert isinstance(block.mlp.c_fc, DynamicLinear) and isinstance(block.mlp.c_proj, DynamicLinear)
+        assert isinstance(block.attn, nn.MultiheadAttention) and not isinstance(block.attn.out_proj, DynamicLinear)
+    expected, got = fp32.score(ims), int8.score(ims)
+    assert min(expected) == pytest.approx(4.0, abs=1e-3) and max(expected) == pytest.approx(6.5, abs=1e-3)
+    assert max(abs(a - b) for a, b in zip(expected, got)) <= 0.05
+    assert got != expected  # it really ran quantized
+
+
+def test_int8_is_cpu_only():
+    with pytest.raises(ValueError, match="CPU only"):
+        AestheticModel(precision="int8", device="cuda")
