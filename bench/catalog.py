@@ -60,7 +60,7 @@ def run_prefect(catalog: Path, state: Path) -> dict:
     demo_profile(state, client_id="bench").save("bench", overwrite=True)  # first API call starts the server
     startup = time.monotonic() - t0
     t1 = time.monotonic()
-    summary = catalog_refresh(client="bench", source=str(catalog), work_dir=str(state / "work"))
+    summary = run_catalog("bench", source=str(catalog), work_dir=str(state / "work"))
     seconds = time.monotonic() - t1
     return {"mode": "prefect", "seconds": seconds, "startup_s": startup, "counts": summary.counts, "rss_mb": peak_rss_mb()}
 

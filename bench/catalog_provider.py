@@ -68,7 +68,7 @@ def main() -> None:
             price_per_image_usd=0.0115, requests_per_minute=int(args.rpm), max_concurrent_jobs=64)})
         profile.save("bench", overwrite=True)
         started = time.time()
-        summary = catalog_refresh(client="bench", source=str(catalog), work_dir=str(state / "work"))
+        summary = run_catalog("bench", source=str(catalog), work_dir=str(state / "work"))
         seconds = time.time() - started
         jobs = sorted((j.created, j.ready_at) for j in fake.jobs.values())
 

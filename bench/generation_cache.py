@@ -78,7 +78,7 @@ def main() -> None:
         def phase(name: str, prof, folder: Path) -> None:
             prof.save("bench", overwrite=True)
             before, started = fake.stats["accepted"], time.monotonic()
-            summary = catalog_refresh(client="bench", source=str(folder), work_dir=str(work))
+            summary = run_catalog("bench", source=str(folder), work_dir=str(work))
             seconds = time.monotonic() - started
             rows.append((name, fake.stats["accepted"] - before, args.n / seconds * 60, summary.cost_usd, summary.counts))
 

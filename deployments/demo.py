@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"brandforge demo: {total} images from {args.catalog} (full logs: -v) …", flush=True)
         quiet_prefect_console(AssetProgress(total))
     demo_profile(state, catalog=Path(args.catalog)).save("demo", overwrite=True)
-    summary = catalog_refresh(client="demo", source=args.catalog, work_dir=str(state / "work"))
+    summary = run_catalog("demo", source=args.catalog, work_dir=str(state / "work"))
     print_summary(summary)
     return 0 if not summary.counts.get("failed") else 1
 

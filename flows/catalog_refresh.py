@@ -182,3 +182,14 @@ def catalog_refresh(
                        threshold=profile.gates.min_aesthetic if profile.aesthetic else None)
     logger.info("catalog %s: %s in %.1fs", client, summary.counts, summary.seconds)
     return final_state(summary, str(flow_run.id) if flow_run.id else None)  # type: ignore[return-value]
+
+
+def run_catalog(client: str, **parameters: Any) -> CatalogSummary:
+    """`catalog_refresh` called from Python, its summary returned even when every asset failed
+    (the run is then Failed in the UI, and a bare call would raise Prefect's TypeError about a
+    result that is not an exception)."""
+    state = catalog_refresh(client=client, return_state=True, **parameters)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):  # crashed or cancelled: no summary to give
+        raise result
+    return result
