@@ -64,16 +64,18 @@ def nightly_clients() -> list[str]:
     return [c.strip() for c in os.environ.get("BRANDFORGE_NIGHTLY_CLIENTS", "demo").split(",") if c.strip()]
 
 
-def build_deployments() -> list[RunnerDeployment]:
+def build_deployments(work_dir: str | None = None) -> list[RunnerDeployment]:
+    """The deployments; `work_dir` (the state folder's `work`, where previews are served from) for the nightly runs."""
+    params = {"work_dir": work_dir} if work_dir else {}
     nightly = [
         catalog_refresh.to_deployment(
-            name=f"nightly-{client}", cron=NIGHTLY_CRON, parameters={"client": client},
+            name=f"nightly-{client}", cron=NIGHTLY_CRON, parameters={"client": client, **params},
             description=f"Nightly catalog refresh for {client}.", tags=["brandforge", client],
         )
         for client in nightly_clients()
     ]
     on_new_asset = process_asset.to_deployment(
-        name="on-new-asset", triggers=[on_new_asset_trigger()],
+        name="on-new-asset", triggers=[on_new_asset_trigger()], parameters=params,
         description="One new asset, from a brandforge.asset.created event.", tags=["brandforge"],
     )
     return [*nightly, on_new_asset]
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-server", action="store_true", help="use the Prefect server in $PREFECT_API_URL instead of starting one")
     args = parser.parse_args(argv)
     state = Path(args.state_dir).resolve()
+    # The flow runs, the gateway and the preview secret share this state folder (tasks/previews.py).
+    os.environ["BRANDFORGE_STATE_DIR"] = str(state)
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -201,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             registered = register_block_types()
             save_demo_profile(state)
             gateway_url = stack.enter_context(gateway(args.host, args.gateway_port))
-            deployments = build_deployments()
+            # Flow runs sign preview links to this gateway for files under this state folder (tasks/previews.py).
+            os.environ.setdefault("BRANDFORGE_PUBLIC_URL", gateway_url)
+            deployments = build_deployments(work_dir=str(state / "work"))
             # What prefect.serve does, with the deployments applied before the banner says they exist;
             # schedules stay active when serve stops (the next start serves them again).
             runner = Runner(pause_on_shutdown=False)
