@@ -130,6 +130,19 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
         pass
 
 
+def flush_to_api(timeout_s: float = 10.0) -> None:
+    """Send the logs and events still queued for the API while the server is up: once it is gone, Prefect's
+    exit handlers would retry them for over a minute and keep the process alive after 'stopped'."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
+
+
 def register_block_types() -> list[str]:
     """Register every concrete brandforge block type (what `prefect block register -m brandforge.blocks` does)."""
     import brandforge.blocks as blocks
@@ -202,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             # The flow runs the runner starts are subprocesses: they read the API from the environment.
             os.environ["PREFECT_API_URL"] = api
             stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api}))
+            stack.callback(flush_to_api)  # runs before the server stops (the stack unwinds last-in first-out)
             registered = register_block_types()
             save_demo_profile(state)
             gateway_url = stack.enter_context(gateway(args.host, args.gateway_port))
