@@ -130,6 +130,8 @@ def test_make_serve_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert f"Prefect UI:       {ui}" in "".join(seen)
         assert httpx.get(f"{ui}/api/health", timeout=10).json() is True
         assert "<html" in httpx.get(ui, timeout=10, follow_redirects=True).text.lower()
+        # The UI in a browser calls this server's API (not port 4200's).
+        assert httpx.get(f"{ui}/ui-settings", timeout=10).json()["api_url"] == f"{ui}/api"
         assert httpx.get(f"http://127.0.0.1:{gateway_port}/health", timeout=10).json()["status"] == "ok"
 
         with temporary_settings(updates={PREFECT_API_URL: f"{ui}/api"}):
