@@ -5,13 +5,15 @@
 Starts `make serve` (python -m brandforge.deployments.serve: a Prefect server, the
 deployments, the webhook gateway that serves the signed previews) on free
 127.0.0.1 ports with a temporary PREFECT_HOME and state folder, runs the
-nightly demo deployment, then runs one asset for a second client whose gates
-make it borderline, so it pauses for review. Chromium (driven over the DevTools
+nightly demo deployment, the same deployment for a client whose gates quarantine
+everything (two assets), then one asset for a client whose gates make it
+borderline, so it pauses for review. Chromium (driven over the DevTools
 protocol: the review form is a modal behind the "Resume" button) takes:
 
 - flow-run.png          the catalog run's page
 - artifacts.png         the catalog run's Artifacts tab
-- gate-report.png       the gate report artifact: thumbnails with scores, the quarantine list
+- gate-report.png       the gate report artifact: thumbnails with scores
+- gate-report-quarantine.png  the gate report of a run whose gates quarantine everything: the quarantine list
 - asset-table.png       the catalog's asset table artifact
 - asset-table-previews.png  the same rows with the `preview` cell (`tasks.previews.asset_preview`), as a
                         table artifact left by this script: what the catalog table shows once it has that column
@@ -99,6 +101,10 @@ class Page:
 
     def goto(self, url: str, until_text: str | None = None, settle_s: float = 3.0, limit_s: float = 90) -> None:
         self.call("Page.navigate", url=url)
+        self.goto_wait(until_text, settle_s, limit_s)
+
+    def goto_wait(self, until_text: str | None = None, settle_s: float = 3.0, limit_s: float = 90) -> None:
+        url = self.js("location.href")
         deadline = time.monotonic() + limit_s
         while until_text and not self.js(f"document.body && document.body.innerText.includes({json.dumps(until_text)})"):
             if time.monotonic() > deadline:
@@ -113,10 +119,11 @@ class Page:
         while time.monotonic() < deadline and not self.js("Array.from(document.images).every(i => i.complete)"):
             time.sleep(0.3)
 
-    def click_button(self, text: str) -> bool:
+    def click(self, text: str) -> bool:
+        """Click the button, tab or link whose text is exactly `text`."""
         return bool(self.js(
-            "(() => { const b = Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === "
-            f"{json.dumps(text)}); if (b) b.click(); return !!b; }})()"))
+            "(() => { const b = Array.from(document.querySelectorAll('button, [role=tab], a, li'))"
+            f".find(b => b.innerText && b.innerText.trim() === {json.dumps(text)}); if (b) b.click(); return !!b; }})()"))
 
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png")["data"]
@@ -172,6 +179,18 @@ def review_profile(state: Path, sharpness: float):
                                       "ledger": Ledger(url=f"sqlite:///{state / 'review-ledger.db'}")})
 
 
+def strict_profile(state: Path):
+    """The demo client with a sharpness gate no image passes and no review band: everything is quarantined."""
+    from brandforge.blocks.ledger import Ledger
+    from brandforge.deployments.demo import DEMO, demo_profile
+    from brandforge.models import GateThresholds
+
+    profile = demo_profile(state, client_id="strict-demo", catalog=DEMO / "catalog")
+    return profile.model_copy(update={"gates": GateThresholds(min_width=256, min_height=256, min_sharpness=100000.0),
+                                      "display_name": "Strict demo",
+                                      "ledger": Ledger(url=f"sqlite:///{state / 'strict-ledger.db'}")})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="/work/screens", help="folder for the PNGs")
@@ -221,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
                                                   key="demo-catalog-assets-with-previews",
                                                   description="demo: the asset table with its preview column")
 
+            strict_profile(tmp / "state").save("strict-demo", overwrite=True)
+            strict = run_deployment("catalog-refresh/nightly-demo", timeout=900, parameters={"client": "strict-demo", "limit": 2})
+            print(f"  strict catalog run {strict.id}: {strict.state.type.value} {strict.state.message or ''}")
+            with get_client(sync_client=True) as client:
+                strict_report = next(a for a in client.read_artifacts(
+                    artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[strict.id])))
+                    if a.key and a.key.endswith("gate-report"))
+
             from brandforge.deployments.demo import DEMO
             from brandforge.tasks.load import source_uri
             from prefect.filesystems import LocalFileSystem
@@ -242,16 +269,19 @@ def main(argv: list[str] | None = None) -> int:
         print("screenshots:")
         page.goto(f"{ui}/runs/flow-run/{run.id}", until_text="catalog-refresh", settle_s=6)
         page.screenshot(out / "flow-run.png")
-        page.goto(f"{ui}/runs/flow-run/{run.id}?tab=Artifacts", until_text="gate-report", settle_s=4)
+        page.click("Artifacts")
+        page.goto_wait("gate report", settle_s=4)
         page.screenshot(out / "artifacts.png")
         page.goto(f"{ui}/artifacts/artifact/{report.id}", until_text="Gate report", settle_s=4)
         page.screenshot(out / "gate-report.png")
+        page.goto(f"{ui}/artifacts/artifact/{strict_report.id}", until_text="Quarantined", settle_s=4)
+        page.screenshot(out / "gate-report-quarantine.png")
         page.goto(f"{ui}/artifacts/artifact/{table.id}", until_text=args.asset, settle_s=4)
         page.screenshot(out / "asset-table.png")
         page.goto(f"{ui}/artifacts/artifact/{preview_table}", until_text=args.asset, settle_s=4)
         page.screenshot(out / "asset-table-previews.png")
         page.goto(f"{ui}/runs/flow-run/{paused.id}", until_text="Resume", settle_s=3)
-        if not page.click_button("Resume"):
+        if not page.click("Resume"):
             print("  (no Resume button on the paused run's page)")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not page.js("document.body.innerText.includes('Approve to publish')"):

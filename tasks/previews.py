@@ -219,17 +219,23 @@ def image_src(uri: str | None, *, size: int = PREVIEW_PX, ttl_s: int | None = No
     return preview_url(path, ttl_s=ttl_s, size=size) or (data_uri(path, size) if inline else None)
 
 
-def markdown_image(uri: str | None, alt: str, *, size: int = PREVIEW_PX, ttl_s: int | None = None,
-                   inline: bool = True, link: bool = False) -> str:
-    """`![alt](src)` for `uri`'s preview (`link`: wrapped in a link to the full-size 512 px preview), or ''."""
+def markdown_image(uri: str | None, alt: str, *, size: int = PREVIEW_PX, ttl_s: int | None = None, inline: bool = True) -> str:
+    """`![alt](src)` for `uri`'s preview, or ''. (Not wrapped in a link: the Prefect UI's markdown shows an image
+    inside a link as its raw text.)"""
     src = image_src(uri, size=size, ttl_s=ttl_s, inline=inline)
     if not src:
         return ""
-    alt = alt.replace("[", "(").replace("]", ")").replace("|", "/").replace("\n", " ")
-    image = f"![{alt}]({src})"
-    if link and not src.startswith("data:"):
-        return f"[{image}]({image_src(uri, ttl_s=ttl_s, inline=False) or src})"
-    return image
+    return f"![{_alt(alt)}]({src})"
+
+
+def markdown_link(uri: str | None, text: str, *, ttl_s: int | None = None) -> str:
+    """`[text](signed link to the 512 px preview)`, or '' for a file no preview link can reach."""
+    url = image_src(uri, ttl_s=ttl_s, inline=False)
+    return f"[{_alt(text)}]({url})" if url else ""
+
+
+def _alt(text: str) -> str:
+    return text.replace("[", "(").replace("]", ")").replace("|", "/").replace("\n", " ")
 
 
 def asset_preview(outcome: AssetOutcome, *, size: int = 192, ttl_s: int | None = None) -> str:

@@ -50,6 +50,7 @@ class GateReview(RunInput):
 
 
 REVIEW_PREVIEW_PX = 512
+REVIEW_SIDE_PX = 192  # source and variant side by side fit the Prefect UI's resume form (~470 px wide)
 
 
 class GateDecision(BaseModel):
@@ -83,15 +84,19 @@ class GateDecision(BaseModel):
         if c is None:
             return "No variant to review."
         ttl = ttl_s if ttl_s is not None else max(default_ttl_s(), self.preview_ttl_s or 0)
-        variant = markdown_image(c.path, f"variant {c.index}", size=REVIEW_PREVIEW_PX, ttl_s=ttl)
-        source = markdown_image(self.source_path, "source", size=REVIEW_PREVIEW_PX, ttl_s=ttl) if self.source_path else ""
+        variant = markdown_image(c.path, f"variant {c.index}", size=REVIEW_SIDE_PX, ttl_s=ttl)
+        source = markdown_image(self.source_path, "source", size=REVIEW_SIDE_PX, ttl_s=ttl) if self.source_path else ""
+        large = markdown_image(c.path, f"variant {c.index}", size=REVIEW_PREVIEW_PX, ttl_s=ttl)
         lines = [f"**{self.reason}**. Approve to publish it, reject to quarantine it, or ask for a regeneration.", ""]
-        if source and variant:
+        if source and variant:  # side by side, small enough for the form's width; then the variant itself, larger
             lines += [f"| source | variant {c.index} (for review) |", "|---|---|", f"| {source} | {variant} |", ""]
-        elif variant:
-            lines += [variant, ""]
-        lines += [f"Image: `{c.path}`", "", "| gate | score | threshold | passed | detail |", "|---|---|---|---|---|"]
-        lines += [f"| {s.gate} | {s.score} | {s.threshold} | {'yes' if s.passed else '**NO**'} | {s.detail} |" for s in c.scores]
+        if large:
+            lines += [f"Variant {c.index}:", "", large, ""]
+        # Narrow columns, the verdict second: the form is too narrow for a wide table. Failures' details follow.
+        lines += ["| gate | passed | score | threshold |", "|---|---|---|---|"]
+        lines += [f"| {s.gate} | {'yes' if s.passed else '**NO**'} | {s.score} | {s.threshold} |" for s in c.scores]
+        lines += [""] + [f"- **{s.gate}**: {s.detail}" for s in c.scores if not s.passed and s.detail]
+        lines += ["", f"Image: `{c.path}`"]
         others = [o for o in self.candidates if o.index != c.index]
         if others:
             lines += ["", "Other variants: " + "; ".join(

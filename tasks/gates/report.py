@@ -22,7 +22,7 @@ import math
 from PIL import Image, ImageDraw
 
 from brandforge.models import AssetOutcome
-from brandforge.tasks.previews import data_uri, markdown_image
+from brandforge.tasks.previews import data_uri, markdown_image, markdown_link
 
 MIN_HISTOGRAM_ASSETS = 5
 BIN_WIDTH = 0.5
@@ -118,7 +118,7 @@ def images_section(outcomes: list[AssetOutcome]) -> list[str]:
     lines = ["## Images", "", "| asset | image | state | scores |", "|---|---|---|---|"]
     for o in outcomes[:MAX_THUMBNAILS]:
         uri = o.output_uris[0] if o.output_uris else None
-        image = markdown_image(uri, o.name, size=THUMBNAIL_PX, link=True) or (f"`{_cell(uri)}`" if uri else "—")
+        image = markdown_image(uri, o.name, size=THUMBNAIL_PX) or (f"`{_cell(uri)}`" if uri else "—")
         chosen = o.scores.get("chosen")
         variant = o.scores.get(f"variant-{chosen if isinstance(chosen, int) else 0}") or {}
         scores = " · ".join(f"{g} {variant[g]:.4g}" for g in HEADLINE_SCORES if isinstance(variant.get(g), (int, float)))
@@ -128,6 +128,15 @@ def images_section(outcomes: list[AssetOutcome]) -> list[str]:
     return lines + [""]
 
 
+def variant_cell(uri: str) -> str:
+    """One quarantined variant: a small thumbnail and a link to its 512 px preview (or its path)."""
+    name = uri.rsplit("/", 1)[-1]
+    link = markdown_link(uri, name)
+    if not link:
+        return f"`{_cell(uri)}`"
+    return f"{markdown_image(uri, name, size=96)} {link}"
+
+
 def quarantine_section(outcomes: list[AssetOutcome]) -> list[str]:
     """Markdown: every quarantined asset with each of its variants (the quarantine copies) linked, and why."""
     held = [o for o in outcomes if o.state == "quarantined"]
@@ -135,8 +144,7 @@ def quarantine_section(outcomes: list[AssetOutcome]) -> list[str]:
         return []
     lines = [f"## Quarantined ({len(held)})", "", "| asset | variants | why |", "|---|---|---|"]
     for o in held[:MAX_THUMBNAILS]:
-        variants = [markdown_image(uri, uri.rsplit("/", 1)[-1], size=96, link=True) or f"`{_cell(uri)}`"
-                    for uri in o.output_uris]
+        variants = [variant_cell(uri) for uri in o.output_uris]
         lines.append(f"| {_cell(o.name)} | {' '.join(variants) or '—'} | {_cell(o.reason[:300]) or '—'} |")
     return lines + [""]
 

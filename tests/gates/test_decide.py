@@ -224,7 +224,9 @@ def test_the_review_form_shows_the_variant_beside_its_source_with_signed_links(t
         q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
         assert check_preview(q["path"], q["expires"], q["sig"]) == path
         assert 7000 < int(q["expires"]) - __import__("time").time() <= 7200  # valid as long as the review may wait
-    assert "| aesthetic | 4.85 | 5.0 | **NO** | aesthetic failed |" in prompt
+    assert "| aesthetic | **NO** | 4.85 | 5.0 |" in prompt and "- **aesthetic**: aesthetic failed" in prompt
+    large = re.search(r"\n!\[variant 0\]\((http://[^)]+)\)", prompt)  # and the variant alone, at 512 px
+    assert large and "size=" not in large.group(1) and "size=192" in row.group(2)
     assert "variant 1: aesthetic 3.0" in prompt
 
 

@@ -93,22 +93,21 @@ def test_report_thumbnails_are_signed_preview_links_and_quarantine_links_every_v
         update={"output_uris": variants, "reason": "variant 0: aesthetic 4.1 (>= 5.0)"})
     md = report_markdown("demo", [shown, bad])
 
-    # The image row: a 192 px thumbnail, linked to the 512 px preview, both signed for the final output.
-    row = re.search(r"\| mug\.png \| \[!\[mug\.png\]\((http://127\.0\.0\.1:8700/preview\?[^)]+)\)\]\((http://[^)]+)\) \| published \|", md)
+    # The image row: a 192 px thumbnail, a signed link to the final output (no data: URI).
+    row = re.search(r"\| mug\.png \| !\[mug\.png\]\((http://127\.0\.0\.1:8700/preview\?[^)]+)\) \| published \|", md)
     assert row, md
-    thumb, full = row.groups()
-    assert "size=192" in thumb and "size=" not in full
-    for url in (thumb, full):
-        q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-        assert check_preview(q["path"], q["expires"], q["sig"]) == final
+    q = {k: v[0] for k, v in parse_qs(urlsplit(row.group(1)).query).items()}
+    assert q["size"] == "192" and check_preview(q["path"], q["expires"], q["sig"]) == final
     assert "data:image/jpeg" not in md
 
     # The quarantine list: every variant linked, with the reason.
     section = md[md.index("## Quarantined (1)"):]
     line = next(l for l in section.splitlines() if l.startswith("| cat.png |"))
-    linked = re.findall(r"\[!\[(variant-\d\.jpg)\]\(http://[^)]+size=96[^)]*\)\]\((http://[^)]+)\)", line)
-    assert [name for name, _ in linked] == ["variant-0.jpg", "variant-1.jpg"]
-    assert [parse_qs(urlsplit(u).query)["path"][0] for _, u in linked] == variants
+    # Each variant: a 96 px thumbnail, then a link to its 512 px preview (an image inside a link shows as raw text).
+    shown = re.findall(r"!\[(variant-\d\.jpg)\]\((http://[^)]+size=96[^)]*)\) \[(variant-\d\.jpg)\]\((http://[^)]+)\)", line)
+    assert [(a, b) for a, _, b, _ in shown] == [("variant-0.jpg", "variant-0.jpg"), ("variant-1.jpg", "variant-1.jpg")]
+    assert [parse_qs(urlsplit(u).query)["path"][0] for *_, u in shown] == variants
+    assert all("size=" not in u for *_, u in shown)
     assert "aesthetic 4.1 (>= 5.0)" in line
 
 
