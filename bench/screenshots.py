@@ -18,6 +18,8 @@ protocol: the review form is a modal behind the "Resume" button) takes:
 - asset-table-previews.png  the same rows with the `preview` cell (`tasks.previews.asset_preview`), as a
                         table artifact left by this script: what the catalog table shows once it has that column
 - review-form.png       the paused asset's review form: source beside variant, the scores, the form
+- data-uri-probe.png    whether the UI's markdown shows an inline data: image (the fallback for files no
+                        preview link reaches)
 
 Not part of `make test`: it needs a browser and takes a few minutes.
 """
@@ -130,7 +132,8 @@ class Page:
         path.write_bytes(base64.b64decode(data))
         broken = self.js("Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).map(i => i.src.slice(0, 80))")
         shown = self.js("Array.from(document.images).filter(i => i.naturalWidth > 0 && i.src.includes('/preview?')).length")
-        print(f"  {path}  ({shown} preview image(s) loaded; broken: {broken or 'none'})")
+        inline = self.js("Array.from(document.images).filter(i => i.src.startsWith('data:')).map(i => i.naturalWidth)")
+        print(f"  {path}  ({shown} preview image(s) loaded; data: images {inline or 'none'}; broken: {broken or 'none'})")
 
     def close(self) -> None:
         try:
@@ -248,6 +251,18 @@ def main(argv: list[str] | None = None) -> int:
                     artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[strict.id])))
                     if a.key and a.key.endswith("gate-report"))
 
+            # Does the UI's markdown show data: URIs (the fallback for files no preview link reaches, the histogram)?
+            from prefect.artifacts import create_markdown_artifact
+
+            from brandforge.tasks.previews import data_uri
+
+            probe_png = tmp / "probe.png"
+            from PIL import Image
+
+            Image.new("RGB", (160, 90), (200, 40, 40)).save(probe_png)
+            probe = create_markdown_artifact(f"# data: URI probe\n\n![red 160x90]({data_uri(probe_png, 160)})\n\nabove: a red box?",
+                                             key="data-uri-probe")
+
             from brandforge.deployments.demo import DEMO
             from brandforge.tasks.load import source_uri
             from prefect.filesystems import LocalFileSystem
@@ -276,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         page.screenshot(out / "gate-report.png")
         page.goto(f"{ui}/artifacts/artifact/{strict_report.id}", until_text="Quarantined", settle_s=4)
         page.screenshot(out / "gate-report-quarantine.png")
+        page.goto(f"{ui}/artifacts/artifact/{probe}", until_text="probe", settle_s=3)
+        page.screenshot(out / "data-uri-probe.png")
         page.goto(f"{ui}/artifacts/artifact/{table.id}", until_text=args.asset, settle_s=4)
         page.screenshot(out / "asset-table.png")
         page.goto(f"{ui}/artifacts/artifact/{preview_table}", until_text=args.asset, settle_s=4)
