@@ -10,7 +10,7 @@ HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: run serve test link system-deps bench clean
+.PHONY: run serve worker test link system-deps bench clean
 
 # A current pip: the one Python 3.11 ships (23.x) backtracks for many minutes on this
 # dependency set; pip 26 resolves it in seconds.
@@ -42,6 +42,11 @@ run: $(VENV)/.run-$(HASH)
 serve: $(VENV)/.run-$(HASH)
 	@$(MAKE) --no-print-directory link
 	$(BIN)/python -m brandforge.deployments.serve --port $(or $(PORT),4200) --gateway-port $(or $(GATEWAY_PORT),8700)
+
+# A process worker for the work pool `prefect deploy --all` deploys to (POOL: default brandforge); stops on SIGTERM.
+worker: $(VENV)/.run-$(HASH)
+	@$(MAKE) --no-print-directory link
+	$(BIN)/python -m brandforge.deployments.worker --pool $(or $(POOL),brandforge)
 
 system-deps:
 	bash scripts/system-deps.sh

@@ -13,6 +13,12 @@ remembers recent delivery ids, and the event id is derived from the delivery
 (uuid5), so even two gateway replicas emit the same event id, which Prefect
 stores once. A forged, tampered or replayed callback gets 401 and emits nothing.
 
+`GET /preview?path=…&expires=…&sig=…` serves a thumbnail (long side ≤ 512 px, cached
+under `<state>/previews`) of an output or a quarantined variant to whoever holds
+a signed link from `tasks.previews.preview_url` — what the run's artifacts and
+the review form show; a forged, altered or expired link, or a file outside the
+work, quarantine and gallery roots, gets 403.
+
 `POST /assets/{client}` takes a client's new-asset notifications — an S3 event
 notification (plain, SNS- or SQS-wrapped, or from EventBridge), a Strapi v4/v5
 webhook, or a CMS hook's `{"uri": …, "name": …}` with the client's bearer token
@@ -58,7 +64,7 @@ from urllib.parse import unquote_plus, urljoin
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from prefect.filesystems import LocalFileSystem
@@ -89,6 +95,7 @@ from brandforge.models import (
     name_problem,
     stable_hash,
 )
+from brandforge.tasks.previews import PreviewRefused, cached_thumbnail, check_preview, thumbnail_size
 
 logger = logging.getLogger("brandforge.gateway")
 
@@ -775,9 +782,24 @@ def build_app(providers: dict[str, ImageProvider], *, emit: Callable[..., None] 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "providers": sorted(providers)})
 
+    async def preview(request: Request):
+        q = request.query_params
+        try:
+            path = check_preview(q.get("path", ""), q.get("expires", ""), q.get("sig", ""))
+            thumb, media = await run_in_threadpool(cached_thumbnail, path, thumbnail_size(q.get("size", "")))
+        except PreviewRefused as exc:
+            return _answer(exc.status, error=exc.reason)
+        except (OSError, ValueError) as exc:  # signed, but not an image Pillow reads
+            return _answer(415, error=f"not a readable image ({type(exc).__name__})")
+        # The browser may keep it while the link is valid, never past that; nobody else may.
+        max_age = max(0, min(3600, int(q["expires"]) - int(time.time())))
+        return FileResponse(thumb, media_type=media, headers={"Cache-Control": f"private, max-age={max_age}",
+                                                               "X-Content-Type-Options": "nosniff"})
+
     return Starlette(routes=[Route("/webhooks/{name}", webhook, methods=["POST"]),
                              Route("/assets/{client}", new_assets, methods=["POST"]),
                              Route("/buckets/{name}", shared_bucket, methods=["POST"]),
+                             Route("/preview", preview, methods=["GET", "HEAD"]),
                              Route("/health", health, methods=["GET"])])
 
 

@@ -66,17 +66,19 @@ def nightly_clients() -> list[str]:
     return [c.strip() for c in os.environ.get("BRANDFORGE_NIGHTLY_CLIENTS", "demo").split(",") if c.strip()]
 
 
-def build_deployments() -> list[RunnerDeployment]:
+def build_deployments(work_dir: str | None = None) -> list[RunnerDeployment]:
+    """The deployments; `work_dir` (the state folder's `work`, where previews are served from) for the nightly runs."""
+    params = {"work_dir": work_dir} if work_dir else {}
     nightly = [
         catalog_refresh.to_deployment(
-            name=f"nightly-{client}", cron=NIGHTLY_CRON, parameters={"client": client},
+            name=f"nightly-{client}", cron=NIGHTLY_CRON, parameters={"client": client, **params},
             description=f"Nightly catalog refresh for {client}.", tags=["brandforge", client],
         )
         for client in nightly_clients()
     ]
     on_new_asset = process_asset.to_deployment(
         name="on-new-asset", triggers=[on_new_asset_trigger()],
-        parameters={"fail_run_on_failure": True},  # a failed asset shows as a Failed run, with its reason
+        parameters={**params, "fail_run_on_failure": True},  # a failed asset shows as a Failed run, with its reason
         description="One new asset, from a brandforge.asset.created event.", tags=["brandforge"],
     )
     return [*nightly, on_new_asset]
@@ -94,7 +96,9 @@ def prefect_server(host: str, port: int, log_path: Path, startup_s: float = 300.
     """A `prefect server start` subprocess (its own process group) until the block exits; yields the API URL."""
     api = f"http://{host}:{port}/api"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # The UI in the browser calls the API at PREFECT_SERVER_UI_API_URL, which otherwise defaults to port 4200
+    # whatever --port says: on any other port the UI would load and then fail to reach its own API.
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_API_URL": api}
     env.pop("PREFECT_API_URL", None)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
@@ -129,6 +133,19 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def flush_to_api(timeout_s: float = 10.0) -> None:
+    """Send the logs and events still queued for the API while the server is up: once it is gone, Prefect's
+    exit handlers would retry them for over a minute and keep the process alive after 'stopped'."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
 
 
 def register_block_types() -> list[str]:
@@ -182,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-server", action="store_true", help="use the Prefect server in $PREFECT_API_URL instead of starting one")
     args = parser.parse_args(argv)
     state = Path(args.state_dir).resolve()
+    # The flow runs, the gateway and the preview secret share this state folder (tasks/previews.py).
+    os.environ["BRANDFORGE_STATE_DIR"] = str(state)
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -201,10 +220,13 @@ def main(argv: list[str] | None = None) -> int:
             # The flow runs the runner starts are subprocesses: they read the API from the environment.
             os.environ["PREFECT_API_URL"] = api
             stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api}))
+            stack.callback(flush_to_api)  # runs before the server stops (the stack unwinds last-in first-out)
             registered = register_block_types()
             save_demo_profile(state)
             gateway_url = stack.enter_context(gateway(args.host, args.gateway_port))
-            deployments = build_deployments()
+            # Flow runs sign preview links to this gateway for files under this state folder (tasks/previews.py).
+            os.environ.setdefault("BRANDFORGE_PUBLIC_URL", gateway_url)
+            deployments = build_deployments(work_dir=str(state / "work"))
             # What prefect.serve does, with the deployments applied before the banner says they exist;
             # schedules stay active when serve stops (the next start serves them again).
             runner = Runner(pause_on_shutdown=False)

@@ -37,6 +37,7 @@ from brandforge.models import AssetOutcome, AssetRef, CatalogSummary, InvalidInp
 from brandforge.tasks.gates.report import create_gate_report
 from brandforge.tasks.ledger import record_orchestration_failure
 from brandforge.tasks.load import list_catalog
+from brandforge.tasks.previews import asset_preview
 from brandforge.tasks.profiles import check_profile, load_profile
 from brandforge.tasks.retry import retry_orchestration_errors
 
@@ -109,7 +110,7 @@ def outcome_rows(outcomes: list[AssetOutcome]) -> list[dict]:
         chosen = o.scores.get("chosen")
         scores = o.scores.get(f"variant-{chosen}") if chosen is not None else None
         rows.append({
-            "asset": o.name, "state": o.state,
+            "asset": o.name, "preview": asset_preview(o), "state": o.state,
             "output": o.published_url or (o.output_uris[0] if o.output_uris else ""),
             "reason": o.reason[:300], "cost_usd": round(o.cost_usd, 4), "seconds": o.seconds,
             "scores": ", ".join(f"{k} {v}" for k, v in (scores or {}).items()),

@@ -33,7 +33,7 @@ from brandforge.models import Candidate, GateScore, GateThresholds, Recipe
 from brandforge.tasks.gates.aesthetic import score_aesthetic
 from brandforge.tasks.gates.artifacts import artifact_scores
 from brandforge.tasks.gates.brand import brand_scores
-from brandforge.tasks.gates.report import thumbnail_data_uri
+from brandforge.tasks.previews import default_ttl_s, markdown_image
 from brandforge.tasks.gates.duplicates import check_duplicate, phash
 from brandforge.tasks.gates.technical import technical_scores, working_copy
 
@@ -50,6 +50,7 @@ class GateReview(RunInput):
 
 
 REVIEW_PREVIEW_PX = 512
+REVIEW_SIDE_PX = 192  # source and variant side by side fit the Prefect UI's resume form (~470 px wide)
 
 
 class GateDecision(BaseModel):
@@ -61,6 +62,8 @@ class GateDecision(BaseModel):
     reason: str = Field("", description="Why an asset is quarantined, regenerated or waits for review.")
     phashes: dict[int, str] = Field(default_factory=dict, description="Variant index -> pHash, recorded for the published one.")
     review: GateReview | None = None
+    source_path: str | None = Field(None, description="The loaded source, shown beside the variant in the review form.")
+    preview_ttl_s: int | None = Field(None, description="How long the review form's image links stay valid (the review timeout).")
 
     def ledger_scores(self) -> dict:
         """{'variant-0': {gate: score}, …, 'failed': {'variant-0': [gate, …]}, 'chosen': i}: every score, as the ledger keeps them."""
@@ -72,18 +75,33 @@ class GateDecision(BaseModel):
             scores["review"] = self.review.model_dump(include={"decision", "note"})
         return scores
 
-    def review_prompt(self) -> str:
-        """What the reviewer sees above the form: the borderline variant, its scores and where it is."""
+    def review_prompt(self, ttl_s: int | None = None) -> str:
+        """What the reviewer sees above the form: the borderline variant beside its source, and its scores.
+
+        Images are signed preview links valid `ttl_s` seconds (default: as long as the review may wait, at least
+        the preview default), or small inline copies of files outside the preview roots."""
         c = self.chosen
         if c is None:
             return "No variant to review."
-        # The image itself, inline (the form's markdown renders data: URIs), then where it lies.
-        preview = thumbnail_data_uri(c.path, size=REVIEW_PREVIEW_PX)
+        ttl = ttl_s if ttl_s is not None else max(default_ttl_s(), self.preview_ttl_s or 0)
+        variant = markdown_image(c.path, f"variant {c.index}", size=REVIEW_SIDE_PX, ttl_s=ttl)
+        source = markdown_image(self.source_path, "source", size=REVIEW_SIDE_PX, ttl_s=ttl) if self.source_path else ""
+        large = markdown_image(c.path, f"variant {c.index}", size=REVIEW_PREVIEW_PX, ttl_s=ttl)
         lines = [f"**{self.reason}**. Approve to publish it, reject to quarantine it, or ask for a regeneration.", ""]
-        if preview:
-            lines += [f"![variant {c.index}]({preview})", ""]
-        lines += [f"Image: `{c.path}`", "", "| gate | score | threshold | passed | detail |", "|---|---|---|---|---|"]
-        lines += [f"| {s.gate} | {s.score} | {s.threshold} | {'yes' if s.passed else 'NO'} | {s.detail} |" for s in c.scores]
+        if source and variant:  # side by side, small enough for the form's width; then the variant itself, larger
+            lines += [f"| source | variant {c.index} (for review) |", "|---|---|", f"| {source} | {variant} |", ""]
+        if large:
+            lines += [f"Variant {c.index}:", "", large, ""]
+        # Narrow columns, the verdict second: the form is too narrow for a wide table. Failures' details follow.
+        lines += ["| gate | passed | score | threshold |", "|---|---|---|---|"]
+        lines += [f"| {s.gate} | {'yes' if s.passed else '**NO**'} | {s.score} | {s.threshold} |" for s in c.scores]
+        lines += [""] + [f"- **{s.gate}**: {s.detail}" for s in c.scores if not s.passed and s.detail]
+        lines += ["", f"Image: `{c.path}`"]
+        others = [o for o in self.candidates if o.index != c.index]
+        if others:
+            lines += ["", "Other variants: " + "; ".join(
+                f"variant {o.index}: " + (", ".join(f"{s.gate} {s.score}" for s in o.scores if not s.passed) or "passed")
+                for o in others)]
         return "\n".join(lines)
 
 
@@ -219,7 +237,7 @@ def score_candidates(
         if aesthetic is not None:
             scores.append(aesthetic[i])
         scored.append(c.model_copy(update={"scores": scores}))
-    return decide(scored, t, phashes)
+    return decide(scored, t, phashes).model_copy(update={"source_path": source_path, "preview_ttl_s": t.review_timeout_s})
 
 
 def quarantine_candidates(decision: GateDecision, folder: str | Path) -> list[str]:

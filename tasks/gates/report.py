@@ -5,9 +5,12 @@ asset, variant, chosen?, final state, each gate's score) and a markdown
 report with the aesthetic-score histogram drawn as a PNG inline (a data: URI,
 which the Prefect UI's markdown renders; `create_image_artifact` would need a
 public URL) plus the same bins as a text table, when enough assets have an
-aesthetic score. The report opens with each asset's image as a small inline
-JPEG thumbnail beside its state and its chosen variant's main scores, so a
-person sees what the gates judged without leaving the run page.
+aesthetic score. The report opens with each asset's image as a thumbnail
+beside its state and its chosen variant's main scores, so a person sees what
+the gates judged without leaving the run page; the quarantined assets follow,
+each with every variant linked. Thumbnails are signed preview links served by
+the webhook gateway (tasks/previews.py); a file outside the preview roots is
+inlined as a small JPEG data: URI instead.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import base64
 import io
 import math
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from brandforge.models import AssetOutcome
+from brandforge.tasks.previews import data_uri, markdown_image, markdown_link
 
 MIN_HISTOGRAM_ASSETS = 5
 BIN_WIDTH = 0.5
@@ -101,19 +105,8 @@ def histogram_png(values: list[float], threshold: float | None = None, size: tup
 
 
 def thumbnail_data_uri(uri: str, size: int = THUMBNAIL_PX) -> str | None:
-    """A local image (a path or file:// URI) as a small JPEG data: URI; None for remote or unreadable ones."""
-    path = uri.removeprefix("file://")
-    if "://" in path:
-        return None
-    try:
-        with Image.open(path) as img:
-            thumb = ImageOps.exif_transpose(img).convert("RGB")
-            thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
-    except (OSError, ValueError):
-        return None
-    buf = io.BytesIO()
-    thumb.save(buf, format="JPEG", quality=72, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    """A local image (a path or file:// URI) as a small inline data: URI; None for remote or unreadable ones."""
+    return None if "://" in uri.removeprefix("file://") else data_uri(uri, size)
 
 
 def _cell(text: str) -> str:
@@ -125,8 +118,7 @@ def images_section(outcomes: list[AssetOutcome]) -> list[str]:
     lines = ["## Images", "", "| asset | image | state | scores |", "|---|---|---|---|"]
     for o in outcomes[:MAX_THUMBNAILS]:
         uri = o.output_uris[0] if o.output_uris else None
-        thumb = thumbnail_data_uri(uri) if uri else None
-        image = f"![{_cell(o.name)}]({thumb})" if thumb else (f"`{_cell(uri)}`" if uri else "—")
+        image = markdown_image(uri, o.name, size=THUMBNAIL_PX) or (f"`{_cell(uri)}`" if uri else "—")
         chosen = o.scores.get("chosen")
         variant = o.scores.get(f"variant-{chosen if isinstance(chosen, int) else 0}") or {}
         scores = " · ".join(f"{g} {variant[g]:.4g}" for g in HEADLINE_SCORES if isinstance(variant.get(g), (int, float)))
@@ -136,12 +128,33 @@ def images_section(outcomes: list[AssetOutcome]) -> list[str]:
     return lines + [""]
 
 
+def variant_cell(uri: str) -> str:
+    """One quarantined variant: a small thumbnail and a link to its 512 px preview (or its path)."""
+    name = uri.rsplit("/", 1)[-1]
+    link = markdown_link(uri, name)
+    if not link:
+        return f"`{_cell(uri)}`"
+    return f"{markdown_image(uri, name, size=96)} {link}"
+
+
+def quarantine_section(outcomes: list[AssetOutcome]) -> list[str]:
+    """Markdown: every quarantined asset with each of its variants (the quarantine copies) linked, and why."""
+    held = [o for o in outcomes if o.state == "quarantined"]
+    if not held:
+        return []
+    lines = [f"## Quarantined ({len(held)})", "", "| asset | variants | why |", "|---|---|---|"]
+    for o in held[:MAX_THUMBNAILS]:
+        variants = [variant_cell(uri) for uri in o.output_uris]
+        lines.append(f"| {_cell(o.name)} | {' '.join(variants) or '—'} | {_cell(o.reason[:300]) or '—'} |")
+    return lines + [""]
+
+
 def report_markdown(client: str, outcomes: list[AssetOutcome], threshold: float | None = None) -> str:
     """The gate report: per-gate failure counts, and the aesthetic histogram when enough assets have a score."""
     rows = score_rows(outcomes)
     lines = [f"# Gate report: {client}", "", f"{len(rows)} variant(s) of {len(outcomes)} asset(s) scored.", ""]
     if outcomes:
-        lines += images_section(outcomes)
+        lines += images_section(outcomes) + quarantine_section(outcomes)
     failures: dict[str, int] = {}
     for o in outcomes:
         for gates in (o.scores.get("failed") or {}).values():

@@ -194,3 +194,48 @@ def test_the_review_form_shows_the_image(tmp_path):
     d = decide([cand(0, aesthetic=(4.85, 5.0, False)).model_copy(update={"path": str(path)})], t)
     match = re.search(r"!\[variant 0\]\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", d.review_prompt())
     assert match and max(Image.open(io.BytesIO(base64.b64decode(match.group(1)))).size) == 512
+
+
+def test_the_review_form_shows_the_variant_beside_its_source_with_signed_links(tmp_path, monkeypatch):
+    import re
+    from urllib.parse import parse_qs, urlsplit
+
+    from PIL import Image
+
+    from brandforge.tasks.previews import check_preview
+
+    root = tmp_path / "state"
+    monkeypatch.setenv("BRANDFORGE_STATE_DIR", str(root))
+    monkeypatch.setenv("BRANDFORGE_PREVIEW_SECRET", "review-test")
+    monkeypatch.delenv("BRANDFORGE_PREVIEW_ROOTS", raising=False)
+    monkeypatch.delenv("BRANDFORGE_PREVIEW_TTL_S", raising=False)
+    (root / "work" / "demo").mkdir(parents=True)
+    source, variant = root / "work" / "demo" / "source.png", root / "work" / "demo" / "final-0.jpg"
+    Image.new("RGB", (600, 400), (90, 90, 90)).save(source)
+    Image.new("RGB", (1024, 683), (40, 90, 200)).save(variant)
+    t = GateThresholds(review_band={"aesthetic": 0.3}, review_timeout_s=7200)
+    d = decide([cand(0, aesthetic=(4.85, 5.0, False)).model_copy(update={"path": str(variant)}),
+                cand(1, aesthetic=(3.0, 5.0, False))], t)
+    d = d.model_copy(update={"source_path": str(source), "preview_ttl_s": t.review_timeout_s})
+    prompt = d.review_prompt()
+    row = re.search(r"\| !\[source\]\((http://[^)]+)\) \| !\[variant 0\]\((http://[^)]+)\) \|", prompt)
+    assert row and "| source | variant 0 (for review) |" in prompt, prompt
+    for url, path in zip(row.groups(), (source, variant)):
+        q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        assert check_preview(q["path"], q["expires"], q["sig"]) == path
+        assert 7000 < int(q["expires"]) - __import__("time").time() <= 7200  # valid as long as the review may wait
+    assert "| aesthetic | **NO** | 4.85 | 5.0 |" in prompt and "- **aesthetic**: aesthetic failed" in prompt
+    large = re.search(r"\n!\[variant 0\]\((http://[^)]+)\)", prompt)  # and the variant alone, at 512 px
+    assert large and "size=" not in large.group(1) and "size=192" in row.group(2)
+    assert "variant 1: aesthetic 3.0" in prompt
+
+
+def test_score_candidates_keeps_the_source_for_the_review_form(tmp_path, demo_profile):
+    from PIL import Image
+
+    src = tmp_path / "source.png"
+    Image.new("RGB", (400, 300), (120, 80, 60)).save(src)
+    v = tmp_path / "v0.png"
+    demo_photo().save(v)
+    d = score_candidates.fn([Candidate(index=0, path=str(v), raw_path=str(v))], demo_profile, source_path=str(src))
+    assert d.source_path == str(src) and d.preview_ttl_s == demo_profile.gates.review_timeout_s

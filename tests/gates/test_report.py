@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
@@ -62,3 +63,57 @@ def test_report_shows_each_image_as_a_thumbnail_with_its_scores(tmp_path):
     thumb = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
     assert thumb.format == "JPEG" and max(thumb.size) == 192
     assert "| remote.png | `s3://bucket/out/remote.jpg` |" in md  # no preview of a remote image, but where it is
+
+
+def _preview_state(tmp_path, monkeypatch):
+    """A state folder whose work, quarantine and gallery are preview roots (tasks/previews.py)."""
+    root = tmp_path / "state"
+    monkeypatch.setenv("BRANDFORGE_STATE_DIR", str(root))
+    monkeypatch.setenv("BRANDFORGE_PREVIEW_SECRET", "report-test")
+    monkeypatch.delenv("BRANDFORGE_PREVIEW_ROOTS", raising=False)
+    monkeypatch.delenv("BRANDFORGE_PUBLIC_URL", raising=False)
+    return root
+
+
+def test_report_thumbnails_are_signed_preview_links_and_quarantine_links_every_variant(tmp_path, monkeypatch):
+    from brandforge.tasks.previews import check_preview
+
+    root = _preview_state(tmp_path, monkeypatch)
+    final = root / "work" / "demo" / "k" / "final-0.jpg"
+    final.parent.mkdir(parents=True)
+    Image.new("RGB", (1024, 683), (200, 90, 40)).save(final)
+    held = root / "quarantine" / "demo" / "k2"
+    held.mkdir(parents=True)
+    variants = []
+    for i in range(2):
+        Image.new("RGB", (640, 640), (20 * i, 90, 40)).save(held / f"variant-{i}.jpg")
+        variants.append(str(held / f"variant-{i}.jpg"))
+    shown = outcome("mug.png", [6.2]).model_copy(update={"output_uris": [str(final)]})
+    bad = outcome("cat.png", [4.1, 4.3], chosen=None, state="quarantined").model_copy(
+        update={"output_uris": variants, "reason": "variant 0: aesthetic 4.1 (>= 5.0)"})
+    md = report_markdown("demo", [shown, bad])
+
+    # The image row: a 192 px thumbnail, a signed link to the final output (no data: URI).
+    row = re.search(r"\| mug\.png \| !\[mug\.png\]\((http://127\.0\.0\.1:8700/preview\?[^)]+)\) \| published \|", md)
+    assert row, md
+    q = {k: v[0] for k, v in parse_qs(urlsplit(row.group(1)).query).items()}
+    assert q["size"] == "192" and check_preview(q["path"], q["expires"], q["sig"]) == final
+    assert "data:image/jpeg" not in md
+
+    # The quarantine list: every variant linked, with the reason.
+    section = md[md.index("## Quarantined (1)"):]
+    line = next(l for l in section.splitlines() if l.startswith("| cat.png |"))
+    # Each variant: a 96 px thumbnail, then a link to its 512 px preview (an image inside a link shows as raw text).
+    shown = re.findall(r"!\[(variant-\d\.jpg)\]\((http://[^)]+size=96[^)]*)\) \[(variant-\d\.jpg)\]\((http://[^)]+)\)", line)
+    assert [(a, b) for a, _, b, _ in shown] == [("variant-0.jpg", "variant-0.jpg"), ("variant-1.jpg", "variant-1.jpg")]
+    assert [parse_qs(urlsplit(u).query)["path"][0] for *_, u in shown] == variants
+    assert all("size=" not in u for *_, u in shown)
+    assert "aesthetic 4.1 (>= 5.0)" in line
+
+
+def test_quarantined_variants_outside_the_roots_are_still_listed(tmp_path, monkeypatch):
+    _preview_state(tmp_path, monkeypatch)
+    gone = outcome("x.png", [4.0], chosen=None, state="quarantined").model_copy(
+        update={"output_uris": ["s3://bucket/quarantine/variant-0.jpg"], "reason": "blurred"})
+    md = report_markdown("demo", [gone])
+    assert "| x.png | `s3://bucket/quarantine/variant-0.jpg` | blurred |" in md
