@@ -54,7 +54,7 @@ def peak_rss_mb() -> float:
 
 def run_prefect(catalog: Path, state: Path) -> dict:
     from brandforge.deployments.demo import demo_profile
-    from brandforge.flows.catalog_refresh import catalog_refresh
+    from brandforge.flows.catalog_refresh import run_catalog
 
     t0 = time.monotonic()
     demo_profile(state, client_id="bench").save("bench", overwrite=True)  # first API call starts the server

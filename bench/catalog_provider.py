@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+# The provider fake listens on 127.0.0.1, which the URL guard refuses unless allow-listed.
+os.environ.setdefault("BRANDFORGE_URL_ALLOW", "127.0.0.1")
 
 from bench.catalog import make_catalog  # noqa: E402
 
@@ -52,7 +54,7 @@ def main() -> None:
 
     from brandforge.blocks.providers.replicate import ReplicateProvider
     from brandforge.deployments.demo import demo_profile
-    from brandforge.flows.catalog_refresh import MAX_PARALLEL, catalog_refresh
+    from brandforge.flows.catalog_refresh import MAX_PARALLEL, run_catalog
     from tests.fakes import replicate as fake_replicate
     from tests.fakes.base import Knobs, serve
 

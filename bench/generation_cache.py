@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+# The provider fake listens on 127.0.0.1, which the URL guard refuses unless allow-listed.
+os.environ.setdefault("BRANDFORGE_URL_ALLOW", "127.0.0.1")
 
 from PIL import Image, ImageOps  # noqa: E402
 
@@ -58,7 +60,7 @@ def main() -> None:
 
     from brandforge.blocks.providers.replicate import ReplicateProvider
     from brandforge.deployments.demo import demo_profile
-    from brandforge.flows.catalog_refresh import catalog_refresh
+    from brandforge.flows.catalog_refresh import run_catalog
     from brandforge.models import StepSpec
     from tests.fakes import replicate as fake_replicate
     from tests.fakes.base import Knobs, serve

@@ -152,7 +152,7 @@ def quiet_prefect_console(progress: logging.Handler) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from brandforge.flows.catalog_refresh import catalog_refresh
+    from brandforge.flows.catalog_refresh import run_catalog
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", default=str(ROOT / ".brandforge"), help="ledger, jobs, work and gallery folder")
