@@ -35,8 +35,11 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def replicate_block(fake, tmp_path: Path, **kw) -> ReplicateProvider:
+    # A limit group of its own: a SIGKILLed run's job-slot leases stay held on the session's server
+    # until they expire, and must not queue the next test's Replicate jobs behind them.
     return ReplicateProvider(base_url=fake.url, api_key=fake_replicate.TOKEN, request_timeout_s=5.0,
-                             job_dir=str(tmp_path / "jobs"), price_per_image_usd=0.01, requests_per_minute=6000, **kw)
+                             job_dir=str(tmp_path / "jobs"), price_per_image_usd=0.01, requests_per_minute=6000,
+                             limit_group=f"store-{tmp_path.name.lower().replace('_', '-')}"[:40], **kw)
 
 
 def with_chain_param(profile, step: str, **params):

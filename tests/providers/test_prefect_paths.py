@@ -24,6 +24,7 @@ def replicate(tmp_path, webhook_sink):
             base_url=fake.url, api_key=fake_replicate.TOKEN, webhook_secret=fake_replicate.WEBHOOK_SECRET,
             webhook_url=f"{webhook_sink.url}/hook/replicate", request_timeout_s=2.0, job_dir=str(tmp_path / "jobs"),
             requests_per_minute=120, max_concurrent_jobs=3, price_per_image_usd=0.01,
+            limit_group=f"paths-{tmp_path.name.lower().replace('_', '-')}"[:40],  # slots of its own, whatever earlier tests left held
         )
         yield fake, block
 
