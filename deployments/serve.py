@@ -90,11 +90,12 @@ class ServeError(RuntimeError):
 
 
 @contextmanager
-def prefect_server(host: str, port: int, log_path: Path, startup_s: float = 300.0) -> Iterator[str]:
-    """A `prefect server start` subprocess (its own process group) until the block exits; yields the API URL."""
+def prefect_server(host: str, port: int, log_path: Path, startup_s: float = 300.0, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A `prefect server start` subprocess (its own process group) until the block exits; yields the API URL.
+    `env` adds settings (e.g. `PREFECT_API_DATABASE_CONNECTION_URL`, deployments/fleet.py)."""
     api = f"http://{host}:{port}/api"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
     env.pop("PREFECT_API_URL", None)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
