@@ -62,7 +62,12 @@ def assert_each_asset_once(profile, state: Path, count: int) -> None:
     published = [r for r in rows if r.state == "published"]
     assert len(published) == count and len({r.source_uri for r in published}) == count, [(r.source_uri, r.state) for r in rows]
     jobs = profile.ledger.jobs(profile.client_id)
-    assert len(jobs) == count and len({j.generation_key for j in jobs}) == count, [(j.generation_key, j.job_id) for j in jobs]
+    billed = [j for j in jobs if j.job_id]  # accepted by the provider (a reservation a kill cut short has no job)
+    assert len(billed) == count and len({j.generation_key for j in billed}) == count, \
+        [(j.generation_key[:8], j.job_id, j.state) for j in jobs]
+    others = [(j.state, j.generation_key[:8], j.flow_run_id) for j in jobs if not j.job_id]
+    assert all(state in ("reserved", "released") for state, *_ in others), others
+    print("journal rows without a provider job:", others)
     assert len(list((state / "gallery" / profile.client_id / "entries").glob("*.json"))) == count
 
 
@@ -113,8 +118,9 @@ def test_a_worker_killed_mid_chunk_loses_nothing_and_pays_nothing_twice(crew, de
     thread.join(CRASH_AFTER_S + 300)
     assert not thread.is_alive(), "the catalog did not finish after the kill"
     summary = done["state"].result()
-    assert summary.counts == {"published": 10}, [o.label for o in summary.outcomes]
-    assert published_before < 10  # the kill was mid-catalog
+    # What the killed chunk published before it died is `skipped` by its rerun (the ledger has it): not redone.
+    assert set(summary.counts) <= {"published", "skipped"} and summary.total == 10, [o.label for o in summary.outcomes]
+    assert published_before < 10 and summary.counts.get("skipped", 0) <= published_before
 
     runs = chunk_runs(done["state"].state_details.flow_run_id)
     by_id = {r.id: r for r in runs}
