@@ -92,13 +92,14 @@ class ServeError(RuntimeError):
 
 
 @contextmanager
-def prefect_server(host: str, port: int, log_path: Path, startup_s: float = 300.0) -> Iterator[str]:
-    """A `prefect server start` subprocess (its own process group) until the block exits; yields the API URL."""
+def prefect_server(host: str, port: int, log_path: Path, startup_s: float = 300.0, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A `prefect server start` subprocess (its own process group) until the block exits; yields the API URL.
+    `env` adds settings (e.g. `PREFECT_API_DATABASE_CONNECTION_URL`, deployments/fleet.py)."""
     api = f"http://{host}:{port}/api"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # The UI in the browser calls the API at PREFECT_SERVER_UI_API_URL, which otherwise defaults to port 4200
     # whatever --port says: on any other port the UI would load and then fail to reach its own API.
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_API_URL": api}
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_API_URL": api, **(env or {})}
     env.pop("PREFECT_API_URL", None)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],

@@ -44,6 +44,8 @@ from brandforge.tasks.retry import retry_orchestration_errors
 # Assets in progress at once. Most of an asset's time is spent waiting on a provider's job, so this
 # is sized for keeping a provider's rate limit busy (120 jobs/min × 5 s ≈ 10 in flight), not for cores.
 MAX_PARALLEL = int(os.environ.get("BRANDFORGE_MAX_PARALLEL", "16"))
+# The work-pool deployment of `catalog_chunk` that a chunked catalog starts (deployments/fleet.py deploys it).
+CHUNK_DEPLOYMENT = os.environ.get("BRANDFORGE_CHUNK_DEPLOYMENT", "catalog-chunk/fleet")
 
 
 @task(name="run-asset", task_run_name="asset {asset.name}", cache_policy=NO_CACHE,
@@ -118,31 +120,22 @@ def outcome_rows(outcomes: list[AssetOutcome]) -> list[dict]:
     return rows
 
 
-@flow(name="catalog-refresh", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL))
-def catalog_refresh(
-    client: str,
-    source: str | None = None,
-    pattern: str = "*",
-    limit: int | None = None,
-    work_dir: str = ".brandforge/work",
-) -> CatalogSummary:
-    """Refresh every image of `client`'s catalog (or of the folder `source`)."""
-    logger = get_run_logger()
-    started = time.monotonic()
-    profile = load_profile(client)
-    check_profile(profile)
+def resolve_source(profile: ClientProfile, source: str | None) -> tuple[str | None, LocalFileSystem | S3Bucket]:
+    """The folder `source` (absolute) when given, else the profile's source storage."""
     source_folder = str(Path(source).resolve()) if source else None
     if source_folder:
-        storage: LocalFileSystem | S3Bucket = LocalFileSystem(basepath=source_folder)
-    elif profile.source is not None:
-        storage = profile.source
-    else:
-        raise InvalidInput(f"client {client!r} has no source storage in its profile; pass source=<folder>")
-    assets = list_catalog(storage, client, pattern, limit or profile.max_assets_per_run, exclude_prefix=profile.archive_prefix)
-    logger.info("%d asset(s) in %s's catalog", len(assets), client)
+        return source_folder, LocalFileSystem(basepath=source_folder)
+    if profile.source is not None:
+        return None, profile.source
+    raise InvalidInput(f"client {profile.client_id!r} has no source storage in its profile; pass source=<folder>")
 
-    run_key = str(flow_run.id or f"local-{time.time()}")
-    progress_id = create_progress_artifact(0.0, key=artifact_key(client, "catalog-progress"), description=f"{client}: assets finished")
+
+def run_assets(assets: list[AssetRef], profile: ClientProfile, source_folder: str | None, work_dir: str, run_key: str,
+               on_finished: Callable[[int], None] = lambda done: None) -> list[AssetOutcome]:
+    """The catalog's loop, shared by `catalog_refresh` and `catalog_chunk` (flows/catalog_chunk.py): each asset a
+    `run-asset` task, ≤ 2×MAX_PARALLEL in flight, then a paused review run per borderline asset. Outcomes come
+    back in the assets' order; `on_finished(n)` is called as the n-th asset finishes."""
+    logger = get_run_logger()
     outcomes: list[AssetOutcome] = []
 
     def settle(asset: AssetRef, future: PrefectFuture) -> AssetOutcome:
@@ -157,26 +150,69 @@ def catalog_refresh(
 
     for asset, future in run_window(assets, 2 * MAX_PARALLEL, start(run_asset)):
         outcomes.append(settle(asset, future))
-        update_progress_artifact(progress_id, 100.0 * len(outcomes) / max(1, len(assets)),
-                                 description=f"{len(outcomes)}/{len(assets)} assets finished")
-    if not assets:
-        update_progress_artifact(progress_id, 100.0, description="empty catalog")
+        on_finished(len(outcomes))
     # Borderline assets waited for nobody so far: each now gets a run of its own that pauses for a person.
     waiting = [next(a for a in assets if a.uri == o.source_uri) for o in outcomes if o.state == "review"]
     if waiting:
         logger.info("%d asset(s) need a person's review; the rest of the catalog is done", len(waiting))
         reviewed = {a.uri: settle(a, f) for a, f in run_window(waiting, MAX_PARALLEL, start(review_asset))}
         outcomes = [reviewed.get(o.source_uri, o) if o.state == "review" else o for o in outcomes]
-
     order = {a.uri: i for i, a in enumerate(assets)}
     outcomes.sort(key=lambda o: order.get(o.source_uri, 0))
+    return outcomes
+
+
+def summarise(client: str, profile: ClientProfile, outcomes: list[AssetOutcome], started: float) -> CatalogSummary:
+    """The run's summary (counts, time, cost, the gallery's index rendered once for all its assets)."""
     gallery = None
     if isinstance(profile.target, LocalGallery):
         gallery = str(profile.target.render_index())
-    summary = CatalogSummary(
+    return CatalogSummary(
         client=client, counts=dict(Counter(o.state for o in outcomes)), outcomes=outcomes,
         seconds=round(time.monotonic() - started, 2), cost_usd=round(sum(o.cost_usd for o in outcomes), 4), gallery=gallery,
     )
+
+
+@flow(name="catalog-refresh", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL))
+def catalog_refresh(
+    client: str,
+    source: str | None = None,
+    pattern: str = "*",
+    limit: int | None = None,
+    work_dir: str = ".brandforge/work",
+    chunks: int | None = None,
+    chunk_deployment: str = CHUNK_DEPLOYMENT,
+) -> CatalogSummary:
+    """Refresh every image of `client`'s catalog (or of the folder `source`).
+
+    With `chunks` and the deployment `chunk_deployment` on a work pool, the catalog is split into that many
+    `catalog-chunk` runs that the pool's workers take in parallel (flows/catalog_chunk.py)."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    profile = load_profile(client)
+    check_profile(profile)
+    source_folder, storage = resolve_source(profile, source)
+    assets = list_catalog(storage, client, pattern, limit or profile.max_assets_per_run, exclude_prefix=profile.archive_prefix)
+    logger.info("%d asset(s) in %s's catalog", len(assets), client)
+
+    run_key = str(flow_run.id or f"local-{time.time()}")
+    progress_id = create_progress_artifact(0.0, key=artifact_key(client, "catalog-progress"), description=f"{client}: assets finished")
+
+    def progress(done: int) -> None:
+        update_progress_artifact(progress_id, 100.0 * done / max(1, len(assets)), description=f"{done}/{len(assets)} assets finished")
+
+    from brandforge.flows.catalog_chunk import chunk_deployment_exists, run_chunks
+
+    if chunks and assets and chunk_deployment_exists(chunk_deployment):
+        outcomes = run_chunks(chunk_deployment, profile, assets, source_folder, work_dir, run_key, chunks, progress)
+    else:
+        if chunks:
+            logger.warning("no deployment %s: the catalog runs in this process", chunk_deployment)
+        outcomes = run_assets(assets, profile, source_folder, work_dir, run_key, progress)
+    if not assets:
+        update_progress_artifact(progress_id, 100.0, description="empty catalog")
+
+    summary = summarise(client, profile, outcomes, started)
     create_markdown_artifact(summary_markdown(summary), key=artifact_key(client, "catalog-summary"), description=f"{client}: catalog refresh summary")
     create_table_artifact(outcome_rows(outcomes), key=artifact_key(client, "catalog-assets"), description=f"{client}: every asset, its state and scores")
     create_gate_report(client, outcomes, key_prefix=artifact_key(client, "catalog"),
