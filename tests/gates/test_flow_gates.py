@@ -147,3 +147,34 @@ def test_unanswered_review_falls_back_to_the_profile_default(demo_profile, demo_
     row = Ledger(url=profile.ledger.url).entries(client=profile.client_id)[0]
     assert "rejected in review: no decision within 3 s" in row.reason
     assert row.scores["review"]["decision"] == "reject"
+
+
+def test_an_asset_waiting_for_review_does_not_hold_up_the_catalog(demo_profile, demo_state, tmp_path):
+    """Only the coffee cup is borderline (a rule gives it a review band): the two other assets are
+    published and on record while its review run is still paused; the answer then publishes it."""
+    from prefect.flow_runs import resume_flow_run
+
+    from brandforge.models import RoutingRule
+
+    profile = profile_for(demo_profile, "gates-review-queue", batch_size=1, review_timeout_s=120)
+    profile = profile.model_copy(update={"routing": [
+        RoutingRule(name="cup-reviewed", match="coffee-cup.jpg", gates={"review_band": {"contrast": 1000.0}}),
+        *profile.routing]})
+    profile.save(profile.client_id, overwrite=True)
+    catalog = one_asset_catalog(tmp_path)
+    for name in ("chelsea-cat.png", "rocket-launch.jpg"):
+        shutil.copy(DEMO_CATALOG / name, catalog / name)
+    thread, result = run_in_thread(profile, catalog, demo_state / "work")
+
+    paused = wait_for_paused_run(timeout=300)
+    assert paused.name.endswith("coffee-cup.jpg")
+    rows = Ledger(url=profile.ledger.url).entries(client=profile.client_id)
+    assert sorted(Path(r.source_uri).name for r in rows) == ["chelsea-cat.png", "rocket-launch.jpg"]  # done, not waiting
+    assert thread.is_alive()  # the catalog waits only for the review's answer
+    resume_flow_run(paused.id, run_input={"decision": "approve", "note": "ok"})
+    thread.join(timeout=180)
+    assert not thread.is_alive() and "error" not in result, result.get("error")
+    counts = result["summary"].counts
+    assert sum(counts.values()) == 3 and "review" not in counts and counts.get("published", 0) >= 1
+    cup = [r for r in Ledger(url=profile.ledger.url).entries(client=profile.client_id) if r.source_uri.endswith("coffee-cup.jpg")]
+    assert len(cup) == 1 and cup[0].state == "published" and cup[0].scores["review"]["decision"] == "approve"
