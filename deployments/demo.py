@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
 PALETTE = ["#14213d", "#e8a838", "#fcf6ec", "#2b6f9e", "#c8553d"]
 # The demo sources are small (300-768 px); the engine renders at this width, so every published
-# image is at least 1024 px on its long side.
-WIDTH = 1024
+# image is at least 1024 px on its long side. (The test suite renders at 512 px: same pipeline, a
+# quarter of the pixels; `BRANDFORGE_DEMO_WIDTH` is set in tests/conftest.py.)
+WIDTH = int(os.environ.get("BRANDFORGE_DEMO_WIDTH", "1024"))
 
 
 def demo_chain(anchor: str = "bottom-right", *finish: StepSpec) -> list[StepSpec]:

@@ -22,6 +22,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # The fakes (providers, CMS, moto, certificate hosts) listen on 127.0.0.1: allow-listed explicitly, by
 # that spelling only (the URL guard still refuses localhost, 0x7f000001, [::1] …; blocks/url_guard.py).
 os.environ.setdefault("BRANDFORGE_URL_ALLOW", "127.0.0.1")
+# The demo profile renders at 512 px in tests (1024 px in `make run`): a quarter of the pixels per catalog.
+os.environ.setdefault("BRANDFORGE_DEMO_WIDTH", "512")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CATALOG = ROOT / "demo" / "catalog"
