@@ -283,3 +283,36 @@ def test_a_job_id_answered_twice_is_one_job(ledger_url):
     second = ledger.reserve_job(client="acme", provider="local", model=None, amount=0.02, request_key="k")
     assert ledger.job_accepted(second, handle, 0.02) == first
     assert [j.state for j in ledger.jobs("acme")] == ["submitted", "released"] and ledger.spent("acme") == Decimal("0.02")
+
+
+def reserve_in_process(url: str, worker: int, start, answers) -> None:
+    """One worker process of the race below: four $0.10 reservations against a $0.50 month."""
+    ledger = Ledger(url=url)
+    ledger.spent("acme")  # connected before the race
+    start.wait(timeout=120)
+    granted = 0
+    for i in range(4):
+        try:
+            ledger.reserve_job(client="acme", provider="p", model=None, amount=0.1, request_key=f"w{worker}-{i}",
+                               monthly_budget_usd=0.5)
+            granted += 1
+        except BudgetExceeded:
+            pass
+    answers.put(granted)
+
+
+def test_budget_holds_across_two_processes(ledger_url):
+    """Two worker processes (not threads: no shared memory, no shared lock) race for a $0.50 month
+    with eight $0.10 jobs: the database's atomic reservation lets exactly five through."""
+    import multiprocessing
+
+    Ledger(url=ledger_url).spent("acme")  # migrated once before the race
+    ctx = multiprocessing.get_context("spawn")
+    start, answers = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=reserve_in_process, args=(ledger_url, w, start, answers)) for w in range(2)]
+    for p in workers:
+        p.start()
+    granted = [answers.get(timeout=180) for _ in workers]
+    for p in workers:
+        p.join(30)
+    assert sum(granted) == 5 and Ledger(url=ledger_url).spent("acme") == Decimal("0.5"), granted
