@@ -155,7 +155,8 @@ def test_content_filter_ends_the_asset_failed_with_the_providers_reason(prefect_
     catalog.mkdir()
     shutil.copy(DEMO_CATALOG / "coffee-cup.jpg", catalog / "coffee-cup.jpg")
     profile = demo_profile.model_copy(update={"provider": block.model_copy(update={"webhook_url": None}),
-                                              "prompt_template": "forbidden {style} of {subject}"})
+                                              "prompt_template": "forbidden {style} of {subject}",
+                                              "prompt_templates": None})  # this one template, not the demo's set
     asset = AssetRef(client="demo", uri=(catalog / "coffee-cup.jpg").as_uri(), name="coffee-cup.jpg")
     outcome = process_asset(asset, profile=profile, source_folder=str(catalog),
                             work_dir=str(demo_state / "work"))
