@@ -1,6 +1,6 @@
 """Screenshots of what a person sees in the Prefect UI, from a real server, in headless Chromium.
 
-    python bench/screenshots.py [--out /work/screens]      # needs Debian's `chromium` (apt-get install chromium)
+    python bench/screenshots.py [--out .brandforge/screens]      # needs Debian's `chromium` (apt-get install chromium)
 
 Starts `make serve` (python -m brandforge.deployments.serve: a Prefect server, the
 deployments, the webhook gateway that serves the signed previews) on free
@@ -196,7 +196,7 @@ def strict_profile(state: Path):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="/work/screens", help="folder for the PNGs")
+    parser.add_argument("--out", default=".brandforge/screens", help="folder for the PNGs")
     parser.add_argument("--asset", default="coffee-cup.jpg", help="the demo image sent for review")
     args = parser.parse_args(argv)
     out = Path(args.out)

@@ -11,6 +11,7 @@ import io
 import os
 import stat
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -118,14 +119,16 @@ def test_paths_outside_the_roots_are_refused_even_when_signed(state, client, tmp
     assert preview_url(outside) is None  # nothing to embed: the caller shows something else
     (state / "work" / "escape.jpg").symlink_to(outside)
     assert preview_url(state / "work" / "escape.jpg") is None
-    for path in (f"{state}/work/../preview-secret", f"{state}/work/../../elsewhere/private.jpg", str(outside),
-                 f"{state}/work/escape.jpg", "work/a.jpg", str(secret_file), "/etc/passwd"):
+    work = state / "work"
+    system_file = Path(Path("/").anchor, "etc", "passwd")  # a file of the host, outside every root
+    for path in (f"{work}{os.sep}..{os.sep}preview-secret", os.path.join(work, "..", "..", "elsewhere", "private.jpg"),
+                 str(outside), str(work / "escape.jpg"), "work/a.jpg", str(secret_file), str(system_file)):
         answer = client.get(signed(path))
         assert answer.status_code == 403, path
         assert secret_file.read_bytes() not in answer.content
-    assert client.get(signed(f"{state}/work/missing.jpg")).status_code == 404
+    assert client.get(signed(str(work / "missing.jpg"))).status_code == 404
     (state / "work" / "notes.txt").write_text("not an image")
-    assert client.get(signed(f"{state}/work/notes.txt")).status_code == 415
+    assert client.get(signed(str(work / "notes.txt"))).status_code == 415
 
 
 def test_the_secret_is_generated_once_and_kept_private(state, monkeypatch):
