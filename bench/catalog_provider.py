@@ -6,8 +6,12 @@
 A generated catalog runs through `catalog_refresh` (the product's path: listing,
 every stage, the ledger, the gallery) with a `ReplicateProvider` pointed at the
 Replicate fake, which takes L seconds per job and enforces R job submissions per
-minute (429 with Retry-After over it). Prints achieved assets/min ÷ R, the mean
-and peak number of jobs in flight at the provider, and the 429s it answered.
+minute (429 with Retry-After over it). The fake runs in its own process
+(bench/remote_fake.py) and does no styling work unless --styled-fake: a real
+provider renders on its own machines, not on the catalog's cores. Prints
+achieved assets/min ÷ R, the mean and peak number of jobs in flight at the
+provider, the 429s it answered, and the CPU seconds per asset of the catalog
+process, the Prefect server and the fake.
 Goal on 2 cores: ≥ 0.9 of R at R = 120/min, L = 5 s, 200 assets. The first
 minute's figures include the limiter's warm-up; the rate over the steady middle
 (from the 10th to the 90th percentile of submissions) is printed too.
@@ -30,6 +34,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("BRANDFORGE_URL_ALLOW", "127.0.0.1")
 
 from bench.catalog import make_catalog  # noqa: E402
+from bench.remote_fake import RemoteFake  # noqa: E402
 
 
 def in_flight(jobs: list[tuple[float, float]], start: float, end: float) -> tuple[float, int]:
@@ -43,11 +48,31 @@ def in_flight(jobs: list[tuple[float, float]], start: float, end: float) -> tupl
     return busy / max(1e-9, end - start), peak
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process, from /proc (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_cpu() -> dict[int, float]:
+    """CPU seconds of this process and each of its children (the Prefect server, the provider fake)."""
+    me = os.getpid()
+    children = set()
+    for task in Path(f"/proc/{me}/task").iterdir():
+        children.update(int(p) for p in (task / "children").read_text().split())
+    return {pid: cpu_seconds(pid) for pid in [me, *sorted(children)]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=200, help="assets (default 200)")
     parser.add_argument("--rpm", type=float, default=120.0, help="R: job submissions per minute the fake allows (default 120)")
     parser.add_argument("--latency", type=float, default=5.0, help="L: seconds per job at the fake (default 5)")
+    parser.add_argument("--styled-fake", action="store_true",
+                        help="let the fake style its outputs as the local engine does (CPU on this machine)")
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
@@ -56,10 +81,11 @@ def main() -> None:
     from brandforge.deployments.demo import demo_profile
     from brandforge.flows.catalog_refresh import MAX_PARALLEL, run_catalog
     from tests.fakes import replicate as fake_replicate
-    from tests.fakes.base import Knobs, serve
 
-    fake = fake_replicate.FakeReplicate(Knobs(latency_s=args.latency, rate_limit_rpm=args.rpm, rate_limit_burst=2))
-    with tempfile.TemporaryDirectory(prefix="bf-provider-") as tmp, prefect_test_harness(server_startup_timeout=120), serve(fake):
+    # `styled=False`: the fake's outputs cost this machine almost no CPU, as a real provider's do.
+    fake = RemoteFake("replicate:FakeReplicate", latency_s=args.latency, rate_limit_rpm=args.rpm, rate_limit_burst=2,
+                      styled=args.styled_fake)
+    with fake, tempfile.TemporaryDirectory(prefix="bf-provider-") as tmp, prefect_test_harness(server_startup_timeout=120):
         tmp_path = Path(tmp)
         state = tmp_path / "state"
         catalog = tmp_path / "catalog"
@@ -70,11 +96,17 @@ def main() -> None:
             price_per_image_usd=0.0115, requests_per_minute=int(args.rpm), max_concurrent_jobs=64)})
         profile.save("bench", overwrite=True)
         started = time.monotonic()  # the fake's job times are on this clock too
+        cpu_before = processes_cpu()
         summary = run_catalog("bench", source=str(catalog), work_dir=str(state / "work"))
         seconds = time.monotonic() - started
-        jobs = sorted((j.created, j.ready_at) for j in fake.jobs.values())
+        cpu = {pid: t - cpu_before.get(pid, 0.0) for pid, t in processes_cpu().items()}
+        stats, jobs = fake.report()
+        jobs.sort()
 
     per_min = args.n / seconds * 60
+    mine = cpu.pop(os.getpid())
+    fake_cpu = cpu.pop(fake.pid, 0.0)
+    server_cpu = sum(cpu.values())  # the Prefect API server (and its helpers)
     mean, peak = in_flight(jobs, started, started + seconds)
     created = [a for a, _ in jobs]
     lo, hi = created[len(created) // 10], created[(len(created) * 9) // 10]
@@ -85,7 +117,12 @@ def main() -> None:
     print(f"achieved {per_min:.1f} assets/min = {per_min / args.rpm:.3f} of R "
           f"(steady middle: {steady:.1f} submissions/min = {steady / args.rpm:.3f} of R)")
     print(f"jobs in flight: mean {mean:.1f}, peak {peak} (R×L/60 = {args.rpm * args.latency / 60:.1f}); "
-          f"429s answered: {fake.stats['429']}; jobs accepted {fake.stats['accepted']}")
+          f"429s answered: {stats['429']}; jobs accepted {stats['accepted']}")
+    # CPU per asset does not depend on what else the machine runs: it says what the cores allow.
+    total = mine + server_cpu
+    print(f"CPU per asset: catalog process {mine / args.n:.3f} s, Prefect server {server_cpu / args.n:.3f} s "
+          f"(together {total / args.n:.3f} s: at most {60 * (os.cpu_count() or 1) * args.n / total:.0f} assets/min "
+          f"on {os.cpu_count()} cores); provider fake {fake_cpu / args.n:.3f} s (the provider's work, not the product's)")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ from brandforge.models import (
     stable_hash,
 )
 from brandforge.tasks.abandoned_runs import crash_abandoned_run
-from brandforge.tasks.generation_store import GenerationStore
+from brandforge.tasks.generation_store import GenerationStore, write_outputs_verbatim
 from brandforge.tasks.cpu import cpu_slot
 from brandforge.tasks.provider_limits import JOB_LEASE_S, SubmitPacer, ensure_provider_limits, job_slot, take_submit_slot
 from brandforge.tasks.retry import retry_transient_only
@@ -278,13 +278,13 @@ async def run_generation(
     use_limits: bool = True,
     pace: bool = True,
     account: JobAccount | None = None,
-    keep: Callable[[JobHandle, list[Image.Image]], object] | None = None,
+    keep: Callable[[JobHandle, list[bytes]], object] | None = None,
 ) -> tuple[JobHandle, list[Image.Image], dict[str, float]]:
     """Submit (or resume), wait and download one job: the task's body, callable from benchmarks.
 
     With an `account`, the job is journalled in its ledger (reserved, accepted, finished) and an
     accepted job of the same request is resumed from there; without one (benchmarks of a provider
-    alone), only this process remembers it. `keep(handle, images)` stores the outputs before the
+    alone), only this process remembers it. `keep(handle, files)` stores the outputs (the provider's bytes) before the
     job is marked finished, so no crash leaves a finished job whose images are nowhere."""
     started = time.monotonic()
     provider.check_request(request)
@@ -361,8 +361,11 @@ async def run_generation(
                     account.ledger.job_finished(journal_id, succeeded=False, reason=str(exc))
                 raise
 
+            raw: list[bytes] = []  # the files as the provider sent them, for `keep`
+
             async def fetch_valid() -> list[Image.Image]:
-                return validate_outputs(await provider.fetch(handle), request, name)
+                raw[:] = await provider.fetch(handle)
+                return validate_outputs(raw, request, name)
 
             synchronous = bool(handle.extra.get("synchronous"))
             try:
@@ -377,7 +380,7 @@ async def run_generation(
                     raise
                 logger.info("%s job %s gave unusable output; asking again", name, handle.job_id)
         if keep is not None:
-            keep(handle, images)
+            keep(handle, raw[: len(images)])
         inflight.pop(key, None)
         if journal_id is not None:
             account.ledger.job_finished(journal_id, succeeded=True)
@@ -424,7 +427,7 @@ async def generate_images(
     store_dir: str | None = None,
     generation_key: str | None = None,
 ) -> GenerationResult:
-    """Run one generation (journalled in `account`'s ledger) and write its images as PNGs.
+    """Run one generation (journalled in `account`'s ledger) and keep its image files as they came.
 
     With a `store_dir` and a `generation_key`, the images live in that generation store: a
     generation already there is returned at once (no provider call, $0), a new one is stored
@@ -437,17 +440,14 @@ async def generate_images(
     paths: list[str] = []
     price = provider.price_per_image_usd
 
-    def keep(handle: JobHandle, images: list[Image.Image]) -> None:
+    def keep(handle: JobHandle, outputs: list[bytes]) -> None:
         if store is not None:
-            paths[:] = store.put(generation_key, images, provider=provider.provider_name, model=provider.model,  # type: ignore[arg-type]
-                                 job_ids=[handle.job_id], cost_usd=round(price * len(images), 6), seed=request.seed)
+            paths[:] = store.put(generation_key, outputs, provider=provider.provider_name, model=provider.model,  # type: ignore[arg-type]
+                                 job_ids=[handle.job_id], cost_usd=round(price * len(outputs), 6), seed=request.seed)
             return
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(images):
-            path = folder / f"raw-{i}.png"
-            img.save(path, format="PNG")
-            paths.append(str(path.resolve()))
+        paths[:] = [str((folder / name).resolve()) for name in write_outputs_verbatim(folder, outputs)]
 
     handle, _, _ = await run_generation(request, provider, poll_every=poll_every, deadline_s=deadline_s,
                                         account=account, keep=keep)

@@ -9,7 +9,7 @@ nothing paid. Recipe changes that do not touch generation redo only
 post-processing, gates and publish.
 
 Layout (the work folder by default, one tree per client — a client reads only
-its own): `<root>/<client>/generations/<key[:2]>/<key>/raw-<i>.png` and
+its own): `<root>/<client>/generations/<key[:2]>/<key>/raw-<i>.<ext>` and
 `generation.json` (job ids, cost, provider, model, seed). The record is written
 last and atomically: its presence means every image is whole.
 
@@ -27,8 +27,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image
 
+from brandforge.blocks.providers.base import sniff_mime
 from brandforge.models import GenerationResult, GenerationRequest, stable_hash
 
 
@@ -80,18 +80,15 @@ class GenerationStore:
             seed=data.get("seed"), cost_usd=0.0, generation_key=key, from_store=True,
         )
 
-    def put(self, key: str, images: list[Image.Image], *, provider: str, model: str, job_ids: list[str],
+    def put(self, key: str, outputs: list[bytes], *, provider: str, model: str, job_ids: list[str],
             cost_usd: float, seed: int | None) -> list[str]:
-        """Write the images, then the record (atomically); returns the image paths."""
+        """Write the provider's files as they came (atomically each), then the record; returns their paths.
+
+        The bytes are not decoded and re-encoded: the store keeps exactly what was paid for, and
+        a PNG encode per output was the largest CPU cost of a hosted-provider catalog."""
         folder = self.folder(key)
         folder.mkdir(parents=True, exist_ok=True)
-        names = []
-        for i, img in enumerate(images):
-            name = f"raw-{i}.png"
-            tmp = folder / f".{name}.{os.getpid()}.tmp"
-            img.save(tmp, format="PNG")
-            tmp.replace(folder / name)
-            names.append(name)
+        names = write_outputs_verbatim(folder, outputs)
         record = {"images": names, "provider": provider, "model": model, "job_ids": job_ids,
                   "cost_usd": cost_usd, "seed": seed}
         fd, tmp_name = tempfile.mkstemp(prefix=".record-", dir=folder)
@@ -99,3 +96,23 @@ class GenerationStore:
             json.dump(record, fh)
         Path(tmp_name).replace(folder / self.RECORD)
         return [str((folder / n).resolve()) for n in names]
+
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def output_name(i: int, data: bytes) -> str:
+    """`raw-<i>.<ext>`, the extension from the file's own signature (providers send PNG, JPEG or WebP)."""
+    return f"raw-{i}.{_EXTENSIONS.get(sniff_mime(data), 'img')}"
+
+
+def write_outputs_verbatim(folder: Path, outputs: list[bytes]) -> list[str]:
+    """Each output file written whole or not at all (temp file + rename); returns the names."""
+    names = []
+    for i, data in enumerate(outputs):
+        name = output_name(i, data)
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(folder / name)
+        names.append(name)
+    return names

@@ -95,7 +95,7 @@ class LocalEngine(ImageProvider):
                 raise Rejected(f"source_image cannot be read: {exc}", provider=self.provider_name) from exc
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(request.batch_size):
-                render_variant(request, source, i, self.palette).save(folder / f"{i}.png", format="PNG")
+                render_variant(request, source, i, self.palette).save(folder / f"{i}.png", format="PNG", compress_level=1)
             (folder / "done").write_text(str(request.batch_size))
         return JobHandle(provider=self.provider_name, job_id=job_id)
 

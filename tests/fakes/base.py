@@ -57,6 +57,9 @@ class Knobs:
     webhook: str = "on_time"
     webhook_late_s: float = 1.0
     seed: int = 0
+    # False: outputs are the source at the requested size with a seed-keyed tint, which costs the
+    # host almost no CPU. A benchmark of the product uses it: a real provider renders elsewhere.
+    styled: bool = True
 
 
 @dataclass
@@ -176,7 +179,7 @@ class FakeProvider:
         if self.knobs.content_filter_word and self.knobs.content_filter_word in prompt.lower():
             job.error = "content_filtered"
         elif source is not None and request is not None:
-            job.images = render(request, source, count)
+            job.images = render(request, source, count, styled=self.knobs.styled)
         self.jobs[job.id] = job
         self.stats["accepted"] += 1
         return job
@@ -219,13 +222,20 @@ async def post(url: str, headers: dict[str, str], body: bytes) -> int | None:
         return None
 
 
-def render(request: GenerationRequest, source: bytes, count: int) -> list[bytes]:
+def render(request: GenerationRequest, source: bytes, count: int, styled: bool = True) -> list[bytes]:
     img = Image.open(io.BytesIO(source))
     img.load()
     out = []
     for i in range(count):
+        if styled:
+            variant = render_variant(request, img, i, [])
+        else:  # the source at the asked size, tinted by seed and index (distinct outputs, no styling work)
+            w, h = request.width, request.height
+            size = (w or (round(img.width * h / img.height) if h else img.width), h or (round(img.height * w / img.width) if w else img.height))
+            tint = Image.new("RGB", size, tuple((((request.seed or 0) + i) * k) % 256 for k in (37, 91, 151)))
+            variant = Image.blend(img.convert("RGB").resize(size, Image.Resampling.BILINEAR), tint, 0.15)
         buf = io.BytesIO()
-        render_variant(request, img, i, []).save(buf, format="PNG")
+        variant.save(buf, format="PNG", compress_level=1)
         out.append(buf.getvalue())
     return out
 
