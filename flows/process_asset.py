@@ -47,7 +47,6 @@ from brandforge.models import (
     describe_validation_error,
 )
 from brandforge.tasks.archive import handle_source
-from brandforge.tasks.cpu import cpu_slot
 from brandforge.tasks.gates.decide import GateDecision, GateReview, apply_review, quarantine_candidates, score_candidates
 from brandforge.tasks.generate import JobAccount, generate_images
 from brandforge.tasks.generation_store import GenerationStore
@@ -201,10 +200,10 @@ def asset_pipeline(
                 plan.request, profile.provider, str(out_dir), account=job_account(asset, plan, profile, run_key),
                 store_dir=str(GenerationStore.for_client(work_dir, asset.client).root), generation_key=plan.generation_key,
             ))
-        with stage("postprocess", timings), client_url_allow(profile.url_allow), cpu_slot:
+        with stage("postprocess", timings), client_url_allow(profile.url_allow):
             candidates = postprocess_candidates(generation.images, plan.recipe.chain, chain_context(loaded, plan, profile),
                                                 str(out_dir))
-        with stage("gates", timings), cpu_slot:
+        with stage("gates", timings):
             decision = score_candidates(candidates, profile, plan.recipe, loaded.path, asset.uri)
         if decision.outcome == "review" and defer_review:
             logger.info("%s: %s; handed to a review run, the catalog goes on", asset.name, decision.reason)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from brandforge.blocks.client_profile import ClientProfile
 from brandforge.models import Candidate, GateScore, GateThresholds, Recipe
+from brandforge.tasks.cpu import cpu_slot
 from brandforge.tasks.gates.aesthetic import score_aesthetic
 from brandforge.tasks.gates.artifacts import artifact_scores
 from brandforge.tasks.gates.brand import brand_scores
@@ -215,28 +216,29 @@ def score_candidates(
     """
     t = profile.gates
     published = profile.ledger.published_phashes(profile.client_id, exclude_source_uri=source_uri)
-    source = None
-    if recipe is not None and recipe.keep_composition and source_path:
-        with Image.open(source_path) as src:
-            source = working_copy(src)
-    images = []
-    for c in candidates:
-        with Image.open(c.path) as img:
-            img.load()
-        images.append(img)
-    aesthetic = score_aesthetic(images, profile.aesthetic, t)
-    scored, phashes = [], {}
-    for i, (c, img) in enumerate(zip(candidates, images)):
-        raw = None
-        if c.raw_path and c.raw_path != c.path and Path(c.raw_path).is_file():
-            with Image.open(c.raw_path) as raw:
-                raw.load()
-        scores, phashes[c.index] = score_image(
-            img, t, file_bytes=Path(c.path).stat().st_size, raw=raw, palette=profile.palette, source=source, published=published,
-        )
-        if aesthetic is not None:
-            scores.append(aesthetic[i])
-        scored.append(c.model_copy(update={"scores": scores}))
+    with cpu_slot:  # the pixel work only (tasks/cpu.py); the ledger query above needs no core
+        source = None
+        if recipe is not None and recipe.keep_composition and source_path:
+            with Image.open(source_path) as src:
+                source = working_copy(src)
+        images = []
+        for c in candidates:
+            with Image.open(c.path) as img:
+                img.load()
+            images.append(img)
+        aesthetic = score_aesthetic(images, profile.aesthetic, t)
+        scored, phashes = [], {}
+        for i, (c, img) in enumerate(zip(candidates, images)):
+            raw = None
+            if c.raw_path and c.raw_path != c.path and Path(c.raw_path).is_file():
+                with Image.open(c.raw_path) as raw:
+                    raw.load()
+            scores, phashes[c.index] = score_image(
+                img, t, file_bytes=Path(c.path).stat().st_size, raw=raw, palette=profile.palette, source=source, published=published,
+            )
+            if aesthetic is not None:
+                scores.append(aesthetic[i])
+            scored.append(c.model_copy(update={"scores": scores}))
     return decide(scored, t, phashes).model_copy(update={"source_path": source_path, "preview_ttl_s": t.review_timeout_s})
 
 

@@ -33,6 +33,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, Field, ValidationError
 
 from brandforge.models import Candidate, InvalidInput, StepSpec, describe_validation_error
+from brandforge.tasks.cpu import cpu_slot
 from brandforge.tasks.postprocess import faces, finish, grade, reframe, upscale
 from brandforge.tasks.postprocess.context import ChainContext, load_block, resolve_refiner, run_async
 from brandforge.tasks.postprocess.encode import EncodeParams, encode_image, to_srgb
@@ -341,13 +342,16 @@ def postprocess_candidates(raw_paths: list[str], chain: list[StepSpec], ctx: Cha
 
     One task, steps inline: a task run per step and per variant cost the Prefect API a dozen
     writes per asset (issue 11's profile) for steps that take milliseconds; a refiner's
-    transient failure retries the whole chain of the asset, which is cheap and deterministic."""
+    transient failure retries the whole chain of the asset, which is cheap and deterministic.
+    The pixel work takes a CPU slot (tasks/cpu.py) inside the task, so the task run's own API
+    calls do not keep a core's slot idle."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     candidates = []
-    for i, raw in enumerate(raw_paths):
-        # One file per format: the main one, plus extras (e.g. other aspect ratios) by label.
-        final = write_outputs(raw, chain, ctx, str(Path(out_dir) / f"final-{i}"), apply_step)
-        candidates.append(Candidate(index=i, raw_path=raw, path=final.path, extra_outputs=final.extra_outputs))
+    with cpu_slot:
+        for i, raw in enumerate(raw_paths):
+            # One file per format: the main one, plus extras (e.g. other aspect ratios) by label.
+            final = write_outputs(raw, chain, ctx, str(Path(out_dir) / f"final-{i}"), apply_step)
+            candidates.append(Candidate(index=i, raw_path=raw, path=final.path, extra_outputs=final.extra_outputs))
     return candidates
 
 
