@@ -87,6 +87,15 @@ def test_the_ledger_row_records_what_decided_the_image(demo_run):
     assert snap.reported_seed is None  # the local engine reports no seed of its own
 
 
+def test_audit_shows_what_the_keys_stood_for(demo_run, capsys):
+    row_id, row = demo_run["rows"]["astronaut-portrait.png"]
+    assert run_command(["audit", str(row_id), "--client", CLIENT, "--ledger", demo_run["ledger"].url]) == 0
+    out = capsys.readouterr().out
+    assert "  template         space@1" in out
+    assert "  provider block   studio → brandforge-local-engine, model brandforge-local-v1-studio" in out
+    assert f"  logo             {demo_run['logo']} (sha256 {row.recipe_snapshot.logo.sha256})" in out
+
+
 def test_replay_by_row_id_generation_key_and_published_url_gives_identical_bytes(demo_run, submits, capsys):
     row_id, row = demo_run["rows"]["coffee-cup.jpg"]
     for ref in (str(row_id), row.generation_key, row.generation_key[:12], row.published_url):
