@@ -856,6 +856,7 @@ class RecipeSnapshot(BaseModel):
     refiner: str | None = Field(None, description="The refiner block ('slug/name') a chain step may call.")
     c2pa_signer: str | None = Field(None, description="The C2PA signer block ('slug/name') encode may call.")
     target: str | None = Field(None, description="The publish target: its name and block type.")
+    target_settings: dict[str, Any] = Field(default_factory=dict, description="The target block's settings, secrets left out.")
     generation_store: str | None = Field(None, description="The generation store's folder the raw images were kept in.")
 
 

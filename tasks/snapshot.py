@@ -36,19 +36,36 @@ def block_ref(block: Any) -> str | None:
 
 def secret_fields(block: Any) -> list[str]:
     """The block's fields that hold credentials (SecretStr, SecretBytes, Prefect's SecretDict): never recorded."""
-    try:
-        from prefect.types import SecretDict  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - older Prefect
-        SecretDict = ()  # type: ignore[assignment]  # noqa: N806
-    secret_types = (SecretStr, SecretBytes, *((SecretDict,) if isinstance(SecretDict, type) else ()))
-    return sorted(name for name in type(block).model_fields if isinstance(getattr(block, name, None), secret_types))
+    return sorted(name for name in type(block).model_fields if _is_secret(getattr(block, name, None)))
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, (SecretStr, SecretBytes)) or type(value).__name__ == "SecretDict"
+
+
+def public_settings(block: Any) -> dict[str, Any]:
+    """A block's settings as JSON values, secrets left out. A nested block (a target's bucket and its
+    credentials) is recorded by its type and saved name only: an access key id is not the ledger's to keep."""
+    from prefect.blocks.core import Block
+    from pydantic_core import to_jsonable_python
+
+    settings: dict[str, Any] = {}
+    for name in type(block).model_fields:
+        value = getattr(block, name, None)
+        if _is_secret(value):
+            continue
+        if isinstance(value, Block):
+            settings[name] = {"block_type": value.get_block_type_slug(), "block": block_ref(value)}
+        else:
+            settings[name] = to_jsonable_python(value)
+    return settings
 
 
 def provider_snapshot(block: Any, ref: str, request: GenerationRequest) -> ProviderSnapshot:
     """The provider block as values. The wire parameters are what `wire_params` sends; a request the
     provider refuses records none (the generate stage fails with the refusal)."""
     secrets = secret_fields(block)
-    settings = block.model_dump(mode="json", exclude={*secrets, "block_type_slug"})
+    settings = public_settings(block)
     try:
         wire = block.wire_params(request)
     except (BrandforgeError, NotImplementedError):
@@ -100,6 +117,7 @@ def recipe_snapshot(*, recipe: Recipe, request: GenerationRequest, prompt: str, 
         output_format=recipe.output_format, palette=list(profile.palette), logo=logo_snapshot(profile.logo_path),
         refiner=block_ref(profile.refiner), c2pa_signer=block_ref(profile.c2pa_signer),
         target=f"{target.target_name} ({block_ref(target) or target.get_block_type_slug()})" if target is not None else None,
+        target_settings=public_settings(target) if target is not None else {},
     )
 
 

@@ -176,6 +176,27 @@ def test_a_row_round_trips_its_snapshot(ledger_url, demo_profile, tmp_path):
     assert back.recipe_snapshot == snap
 
 
+def test_the_snapshot_keeps_no_secret(demo_profile, tmp_path):
+    """Provider and target settings are recorded without their credentials (nor a nested block's settings)."""
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    from brandforge.blocks.providers.fal import FalProvider
+    from brandforge.blocks.targets.s3 import S3Target
+    from brandforge.blocks.targets.wordpress import WordPressSite
+
+    recipe = demo_profile.recipes[0]
+    request = recipe.generation_request(source_image=f"file://{tmp_path / 'src.png'}", prompt="a mug", seed=7)
+    bucket = S3Bucket(bucket_name="b", credentials=AwsCredentials(aws_access_key_id="AKIAKEYID", aws_secret_access_key="S3-SECRET"))
+    for target in (WordPressSite(url="https://wp.example", username="u", application_password="WP-SECRET"), S3Target(bucket=bucket)):
+        profile = demo_profile.model_copy(update={"target": target})
+        snap = recipe_snapshot(recipe=recipe, request=request, prompt="a mug", template=None, caption=None,
+                               provider=FalProvider(api_key="FAL-SECRET"), provider_ref="default", profile=profile)
+        text = snap.model_dump_json()
+        assert not any(secret in text for secret in ("FAL-SECRET", "WP-SECRET", "S3-SECRET", "AKIAKEYID"))
+        assert snap.provider.secret_fields == ["api_key"]
+    assert snap.target_settings["bucket"] == {"block_type": "s3-bucket", "block": None}
+
+
 def test_fal_reports_another_seed_and_the_row_records_it(prefect_server, demo_profile, tmp_path):
     """fal answers with the seed it used: when it is not the one asked for, the generation and the ledger row keep it."""
     import asyncio
