@@ -215,6 +215,8 @@ class Ledger(Block):
 
     def record(self, entry: LedgerEntry) -> int:
         row = entry.model_dump()
+        if entry.recipe_snapshot is not None:  # a JSON column: plain JSON values
+            row["recipe_snapshot"] = entry.recipe_snapshot.model_dump(mode="json")
         with self._writing() as conn:
             result = conn.execute(ledger_table.insert().values(**row))
             return int(result.inserted_primary_key[0])

@@ -118,6 +118,7 @@ ledger_table = Table(
     Column("phash", String(64)),
     Column("flow_run_id", String(64)),
     Column("created_at", UTCDateTime, nullable=False, index=True),
+    Column("recipe_snapshot", JSON),
 )
 
 # States of a journalled job. `reserved`: its price is held, the provider has not answered yet (a

@@ -346,6 +346,7 @@ class GenerationResult(BaseModel):
     seconds: float = 0.0
     generation_key: str | None = Field(None, description="The content address the raw images are stored under.")
     from_store: bool = Field(False, description="Taken from the generation store: no provider call, nothing paid now.")
+    reported_seed: int | None = Field(None, description="The seed the provider says it used, when it differs from the requested one (fal).")
 
 
 # --------------------------------------------------------------------------- provider protocol types
@@ -812,6 +813,53 @@ class Withdrawal(BaseModel):
     detail: str = ""
 
 
+class ProviderSnapshot(BaseModel):
+    """The provider block that made the pixels, as values: its type, its saved name (where its credentials
+    live), its settings without secrets, the model and the parameters as they went over its wire."""
+
+    ref: str = Field("default", description="The profile's name of the provider ('default': its `provider`).")
+    name: str = Field(description="The provider's name ('local', 'fal', …).")
+    block_type: str = Field(description="The block type slug, e.g. 'brandforge-fal'.")
+    block_document: str | None = Field(None, description="The saved block's name, where its credentials are; None: inline.")
+    model: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict, description="The block's fields, secrets left out.")
+    wire: dict[str, Any] = Field(default_factory=dict, description="The provider-facing parameters as sent (wire names).")
+    secret_fields: list[str] = Field(default_factory=list, description="Fields left out as secrets (credentials).")
+
+
+class LogoSnapshot(BaseModel):
+    """The logo the watermark step used: where it was and the sha256 of its bytes."""
+
+    path: str
+    sha256: str
+
+
+class RecipeSnapshot(BaseModel):
+    """Everything that decided a ledger row's image, as values (not hashes): enough to rebuild the image
+    without the client's profile (`brandforge replay`). Recorded with every row that got as far as a request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: int = 1
+    template: str | None = Field(None, description="The prompt template, name@version[/locale]; None: the profile's classic one.")
+    prompt: str = Field(description="The rendered prompt.")
+    caption: str | None = None
+    request: GenerationRequest = Field(description="The provider-neutral request: seed, strength, LoRAs, control, sizes …")
+    provider: ProviderSnapshot
+    reported_seed: int | None = Field(None, description="The seed the provider reported back when it differs from the request's (fal).")
+    recipe: str
+    chain: list[StepSpec] = Field(default_factory=list, description="The post-processing steps with their settings.")
+    encode: dict[str, Any] = Field(default_factory=dict, description="The encode settings, defaults resolved.")
+    output_format: str = "jpeg"
+    palette: list[str] = Field(default_factory=list)
+    logo: LogoSnapshot | None = None
+    refiner: str | None = Field(None, description="The refiner block ('slug/name') a chain step may call.")
+    c2pa_signer: str | None = Field(None, description="The C2PA signer block ('slug/name') encode may call.")
+    target: str | None = Field(None, description="The publish target: its name and block type.")
+    target_settings: dict[str, Any] = Field(default_factory=dict, description="The target block's settings, secrets left out.")
+    generation_store: str | None = Field(None, description="The generation store's folder the raw images were kept in.")
+
+
 class LedgerEntry(BaseModel):
     """One row of the ledger: the audit record of one asset × recipe attempt."""
 
@@ -842,6 +890,7 @@ class LedgerEntry(BaseModel):
     published_url: str | None = None
     phash: str | None = None
     flow_run_id: str | None = None
+    recipe_snapshot: RecipeSnapshot | None = Field(None, description="Everything that decided the image, as values (replay).")
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
     @field_validator("cost_usd", mode="before")
@@ -892,6 +941,7 @@ class AssetPlan(BaseModel):
     template: str | None = Field(None, description="The prompt template (name@version[/locale]) that wrote the prompt.")
     gates: dict[str, Any] = Field(default_factory=dict, description="The route's gate threshold overrides.")
     caption: str | None = Field(None, description="The template's caption (alt text) in the asset's language.")
+    snapshot: RecipeSnapshot | None = Field(None, description="What decides the image, as values, for the ledger row.")
 
 
 class CatalogSummary(BaseModel):

@@ -3,6 +3,11 @@
     brandforge audit <published URL | generation key | ledger row id | remote id> --client acme [--artifact]
     brandforge export --client acme --since 2026-11-01 --until 2026-12-01 --format csv > november.csv
     brandforge route --explain <asset uri or name> --client acme [--source FOLDER] [--now 2026-12-24T08:00+01:00]
+    brandforge replay <ledger row id | generation key | published URL> --client acme [--allow-provider-call]
+
+`replay` rebuilds a published image from its ledger row alone (tasks/replay.py) and compares its bytes
+with the published file: exit 0 identical, 1 different, 2 cannot replay, 3 a provider call would be
+needed and --allow-provider-call was not given, 4 the logo changed.
 
 `route --explain` reads the client's profile (Prefect API), its catalog and ledger, and prints the
 rule that matched (and why the others did not), the recipe, provider and model, the rendered prompt,
@@ -101,6 +106,8 @@ def flat_record(record: dict) -> dict[str, object]:
             for sub, value in v.items():
                 cell = " ".join(map(str, value)) if isinstance(value, list) else value
                 flat[f"{SPREAD_COLUMNS[k]}.{sub}"] = json.dumps(cell, sort_keys=True) if isinstance(cell, dict) else cell
+        elif isinstance(v, dict):  # the recipe snapshot: one JSON cell
+            flat[k] = json.dumps(v, sort_keys=True)
         else:
             flat[k] = v
     return flat
@@ -121,7 +128,7 @@ def export_rows(rows: list[tuple[int, LedgerEntry]], fmt: str, out: TextIO) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="brandforge", description="Audit and export brandforge's ledger.")
+    parser = argparse.ArgumentParser(prog="brandforge", description="Audit, export and replay brandforge's ledger.")
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--ledger", help="SQLAlchemy URL of the ledger (default: $BRANDFORGE_LEDGER_URL or sqlite:///.brandforge/ledger.db)")
     where.add_argument("--client", help="show only this client's rows; without --ledger, read its ClientProfile's ledger")
@@ -140,7 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--client", required=True, help="the client whose ClientProfile routes it")
     route.add_argument("--source", help="catalog folder to read the asset from (default: the profile's source storage)")
     route.add_argument("--now", type=parse_when, help="the clock the prompt's context reads (ISO timestamp; default: now)")
+    replay = sub.add_parser("replay", parents=[where], help="rebuild a published image from its ledger row; do the bytes match?")
+    replay.add_argument("ref", help="ledger row id, generation key (or 8+ character prefix) or published URL")
+    replay.add_argument("--allow-provider-call", action="store_true",
+                        help="when the generation is not in the store, send the same request to the same provider (costs money)")
+    replay.add_argument("--store", help="the generation store folder (default: the one the row recorded)")
+    replay.add_argument("--out", default=".brandforge/replay", help="where the rebuilt files go (default: .brandforge/replay)")
     return parser
+
+
+# `brandforge replay` exit codes, by what happened.
+REPLAY_IDENTICAL, REPLAY_DIFFERENT, REPLAY_CANNOT, REPLAY_NEEDS_PROVIDER, REPLAY_LOGO_CHANGED = 0, 1, 2, 3, 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +183,8 @@ def run_command(argv: list[str] | None = None) -> int:
         parser.error(f"{args.command}: name the client whose rows to show (--client NAME), or give --all-clients")
     only = None if args.all_clients else args.client
     ledger = resolve_ledger(args)
+    if args.command == "replay":
+        return replay_command(args, ledger, only)
     if args.command == "audit":
         rows = ledger.lineage(args.ref, client=only)
         if not rows:
@@ -190,6 +209,28 @@ def run_command(argv: list[str] | None = None) -> int:
     else:
         export_rows(rows, args.format, sys.stdout)
     return 0
+
+
+def replay_command(args: argparse.Namespace, ledger: Ledger, client: str | None) -> int:
+    from brandforge.models import BrandforgeError
+    from brandforge.tasks.replay import LogoChanged, ProviderCallRefused, replay_image
+
+    try:
+        report = replay_image(args.ref, ledger=ledger, client=client, allow_provider_call=args.allow_provider_call,
+                              out_dir=args.out, store_dir=args.store)
+    except ProviderCallRefused as exc:
+        print(f"brandforge replay: refused: {exc}", file=sys.stderr)
+        return REPLAY_NEEDS_PROVIDER
+    except LogoChanged as exc:
+        print(f"brandforge replay: {exc}", file=sys.stderr)
+        return REPLAY_LOGO_CHANGED
+    except BrandforgeError as exc:  # no such row, no snapshot, a source gone, a chain or provider refusal
+        print(f"brandforge replay: {exc}", file=sys.stderr)
+        return REPLAY_CANNOT
+    print(report.render())
+    if report.published_sha256 is None:
+        return REPLAY_CANNOT
+    return REPLAY_IDENTICAL if report.identical else REPLAY_DIFFERENT
 
 
 def explain_route(args: argparse.Namespace) -> int:

@@ -57,6 +57,7 @@ from brandforge.tasks.postprocess.encode import CONTENT_TYPE
 from brandforge.tasks.profiles import load_profile
 from brandforge.tasks.prompt import plan_asset
 from brandforge.tasks.publish import publish_item
+from brandforge.tasks.snapshot import provenance_metadata
 
 
 class StageFailed(Exception):
@@ -109,8 +110,8 @@ def chain_context(loaded: LoadedAsset, plan: AssetPlan, profile: ClientProfile) 
     return ChainContext(
         seed=plan.request.seed or 0, client=loaded.client, palette=tuple(profile.palette),  # type: ignore[union-attr]
         logo_path=profile.logo_path, source_path=loaded.path, output_format=plan.recipe.output_format,
-        metadata={**plan.params, "generation_key": plan.generation_key, "source_key": loaded.source_key,
-                  "provider": plan.provider, "model": plan.model, "client": loaded.client},
+        metadata=provenance_metadata(plan.params, generation_key=plan.generation_key, source_key=loaded.source_key,
+                                     provider=plan.provider, model=plan.model, client=loaded.client),
         refiner=profile.refiner, c2pa_signer=profile.c2pa_signer,
     )
 
@@ -229,7 +230,8 @@ def asset_pipeline(
     timings["total"] = round(time.monotonic() - started, 4)
     row = ledger_entry(asset, loaded=loaded, plan=plan, generation=generation, candidates=candidates, decision=decision,
                        quarantined=quarantined, receipt=receipt, failure=failure, timings=timings,
-                       target_key=profile.target.target_key if receipt is not None else None)
+                       target_key=profile.target.target_key if receipt is not None else None,
+                       generation_store=str(GenerationStore.for_client(work_dir, asset.client).root.resolve()))
     record_outcome(profile.ledger if isinstance(profile, ClientProfile) else Ledger(), row)
     if row.state == "published":
         settle_source(asset, storage, profile, row)  # only now, with the publish on record

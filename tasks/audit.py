@@ -54,6 +54,19 @@ def render_lineage(rows: list[tuple[int, LedgerEntry]]) -> str:
         f"  timings (s)      {_fmt(main.timings)}",
         f"  flow run         {_fmt(main.flow_run_id)}",
     ]
+    snap = main.recipe_snapshot
+    if snap is not None:  # what the keys stood for, as values (`brandforge replay` rebuilds from them)
+        lines += [
+            "What decided the image",
+            f"  template         {_fmt(snap.template)}",
+            f"  provider block   {snap.provider.ref} → {snap.provider.block_type}"
+            f"{' (' + snap.provider.block_document + ')' if snap.provider.block_document else ''}, model {_fmt(snap.provider.model)}",
+            f"  wire parameters  {_fmt(snap.provider.wire)}",
+            *([f"  reported seed    {snap.reported_seed}"] if snap.reported_seed is not None else []),
+            f"  chain            {_fmt([s.model_dump() for s in snap.chain])}",
+            f"  palette          {', '.join(snap.palette) or '—'}",
+            f"  logo             {snap.logo.path + ' (sha256 ' + snap.logo.sha256 + ')' if snap.logo else '—'}",
+        ]
     if len(rows) > 1:
         lines.append(f"History ({len(rows)} ledger rows)")
         for row_id, e in rows:

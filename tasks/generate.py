@@ -443,7 +443,8 @@ async def generate_images(
     def keep(handle: JobHandle, outputs: list[bytes]) -> None:
         if store is not None:
             paths[:] = store.put(generation_key, outputs, provider=provider.provider_name, model=provider.model,  # type: ignore[arg-type]
-                                 job_ids=[handle.job_id], cost_usd=round(price * len(outputs), 6), seed=request.seed)
+                                 job_ids=[handle.job_id], cost_usd=round(price * len(outputs), 6), seed=request.seed,
+                                 reported_seed=reported_seed(handle, request))
             return
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -454,5 +455,11 @@ async def generate_images(
     return GenerationResult(
         images=paths, provider=provider.provider_name, model=provider.model, job_ids=[handle.job_id],
         seed=request.seed, cost_usd=round(price * len(paths), 6), generation_key=generation_key,
-        seconds=round(time.monotonic() - started, 3),
+        seconds=round(time.monotonic() - started, 3), reported_seed=reported_seed(handle, request),
     )
+
+
+def reported_seed(handle: JobHandle, request: GenerationRequest) -> int | None:
+    """The seed the provider says it used (its `fetch` puts it in the handle), when it differs from ours."""
+    seed = handle.extra.get("reported_seed")
+    return seed if isinstance(seed, int) and seed != request.seed else None

@@ -77,11 +77,11 @@ class GenerationStore:
             return None
         return GenerationResult(
             images=images, provider=data["provider"], model=data["model"], job_ids=data.get("job_ids", []),
-            seed=data.get("seed"), cost_usd=0.0, generation_key=key, from_store=True,
+            seed=data.get("seed"), cost_usd=0.0, generation_key=key, from_store=True, reported_seed=data.get("reported_seed"),
         )
 
     def put(self, key: str, outputs: list[bytes], *, provider: str, model: str, job_ids: list[str],
-            cost_usd: float, seed: int | None) -> list[str]:
+            cost_usd: float, seed: int | None, reported_seed: int | None = None) -> list[str]:
         """Write the provider's files as they came (atomically each), then the record; returns their paths.
 
         The bytes are not decoded and re-encoded: the store keeps exactly what was paid for, and
@@ -90,7 +90,7 @@ class GenerationStore:
         folder.mkdir(parents=True, exist_ok=True)
         names = write_outputs_verbatim(folder, outputs)
         record = {"images": names, "provider": provider, "model": model, "job_ids": job_ids,
-                  "cost_usd": cost_usd, "seed": seed}
+                  "cost_usd": cost_usd, "seed": seed, **({"reported_seed": reported_seed} if reported_seed is not None else {})}
         fd, tmp_name = tempfile.mkstemp(prefix=".record-", dir=folder)
         with os.fdopen(fd, "w") as fh:
             json.dump(record, fh)

@@ -42,10 +42,13 @@ def ledger_entry(
     target_key: str | None = None,
     failure: str | None = None,
     timings: dict[str, float] | None = None,
+    generation_store: str | None = None,
 ) -> LedgerEntry:
     """The asset's row, from whatever stages ran. A `failure` ("stage: reason") makes it `failed`;
     otherwise the gate decision says: published (with the receipt), quarantined, or failed for a
-    regeneration (`failed` is not final: the next run tries again)."""
+    regeneration (`failed` is not final: the next run tries again). The plan's recipe snapshot
+    (everything that decided the image, as values) is completed with what the generation reported
+    (the provider's own seed, when it differs) and where the raw images are kept."""
     row: dict = {"client": asset.client, "source_uri": asset.uri, "state": "failed", "timings": timings or {}}
     if loaded is not None:
         row["source_key"] = loaded.source_key
@@ -54,6 +57,10 @@ def ledger_entry(
         if plan.request is not None:
             row.update(generation_key=plan.generation_key, output_key=plan.output_key, seed=plan.request.seed,
                        params=plan.params, provider=plan.provider, model=plan.model)
+        if plan.snapshot is not None:
+            row["recipe_snapshot"] = plan.snapshot.model_copy(update={
+                "generation_store": generation_store,
+                "reported_seed": generation.reported_seed if generation is not None else None})
     if generation is not None:
         row.update(job_ids=generation.job_ids, cost_usd=generation.cost_usd)
     if candidates is not None:

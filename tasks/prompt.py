@@ -37,6 +37,7 @@ from brandforge.models import (
 )
 from brandforge.tasks.generation_store import generation_key
 from brandforge.tasks.route import Route, choose_recipe, recipe_key, route_for
+from brandforge.tasks.snapshot import recipe_snapshot
 from brandforge.tasks.templates import (
     PromptTemplate,
     TemplateSet,
@@ -239,6 +240,9 @@ def plan_asset(asset: LoadedAsset, profile: ClientProfile, now: datetime | None 
     prompt = write_prompt(asset, recipe, profile, [n for n in notes if n.strip()], template=planned.template, now=now)
     request = make_request(asset, recipe, profile, notes, prompt=prompt, seed=choose_seed(asset, recipe, profile, rkey))
     gkey = generation_key(asset.source_key, request, provider, model, prompt.template)
+    routed = block if model == block.model else block.model_copy(update={"model": model})
+    snapshot = recipe_snapshot(recipe=recipe, request=request, prompt=prompt.text, template=prompt.template,
+                               caption=prompt.caption, provider=routed, provider_ref=route.provider, profile=profile)
     return plan.model_copy(update={"request": request, "generation_key": gkey, "output_key": output_key(gkey, rkey),
                                    "params": request_params(request, recipe, profile, planned, prompt),
-                                   "template": prompt.template, "caption": prompt.caption})
+                                   "template": prompt.template, "caption": prompt.caption, "snapshot": snapshot})

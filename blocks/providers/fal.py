@@ -172,6 +172,10 @@ class FalProvider(HostedProvider):
         if nsfw and all(nsfw):
             raise Rejected("fal: every output was flagged by the safety checker (has_nsfw_concepts)",
                            provider=self.provider_name)
+        seed = body.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            # fal answers with the seed it used; the generate task records it when it differs from ours.
+            handle.extra["reported_seed"] = seed
         return [await download(self.provider_name, img["url"], timeout_s=self.request_timeout_s)
                 for img in body.get("images", [])]
 

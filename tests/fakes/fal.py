@@ -41,6 +41,8 @@ def _b64url(data: bytes) -> str:
 
 class FakeFal(FakeProvider):
     name = "fal"
+    # The seed the result reports; None: the requested one (or 42 when none was sent), as fal does.
+    reported_seed: int | None = None
 
     def __init__(self, knobs: Knobs | None = None):
         # Fixed key: a JWKS cached by URL stays right even if a later fake reuses the port.
@@ -81,7 +83,7 @@ class FakeFal(FakeProvider):
     def _output(self, job: Job) -> dict[str, Any]:
         return {"images": [{"url": f"{self.url}/cdn/{job.id}/{i}", "width": 0, "height": 0, "content_type": "image/png",
                             "file_name": f"{i}.png", "file_size": len(b)} for i, b in enumerate(job.images)],
-                "seed": job.params.get("seed") or 42, "has_nsfw_concepts": [False] * len(job.images),
+                "seed": self.reported_seed if self.reported_seed is not None else job.params.get("seed") or 42, "has_nsfw_concepts": [False] * len(job.images),
                 "prompt": job.params.get("prompt", ""), "timings": {"inference": job.ready_at - job.created}}
 
     def _webhook(self, job: Job, forged: bool) -> tuple[dict[str, str], bytes]:
