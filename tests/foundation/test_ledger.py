@@ -220,7 +220,7 @@ def test_an_existing_ledger_upgrades_in_place(ledger_url):
     ledger.record(entry(seed=2**40))
     assert ledger.entries(client="acme")[-1].seed == 2**40
     with ledger.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM brandforge_ledger_version")).scalar_one() == "0003"
+        assert conn.execute(text("SELECT version_num FROM brandforge_ledger_version")).scalar_one() == "0004"
 
 
 def test_the_password_is_a_secret_not_part_of_the_url(postgres_server):
