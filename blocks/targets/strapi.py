@@ -223,7 +223,7 @@ class StrapiSite(PublishTarget):
         """Point the asset's earlier entry at the new file and key, in one update (its title and other
         fields stay). None when there is no such entry (deleted by a person): a new one is created."""
         ref = self._ref(replaces, receipt=True)
-        if ref is None or replaces.get("site") != self.url or replaces.get("collection") != self.collection:
+        if ref is None or replaces.get("collection") != self.collection:
             return None
         data = {self.key_field: item.publish_key, self.media_field: media["id"]}
         try:

@@ -259,7 +259,9 @@ class WordPressSite(PublishTarget):
         content and its key together. Title, status and a person's edits stay. None when there is no such
         entry to replace (deleted or trashed by a person, or not this source's): a new one is created."""
         post_id = replaces.get("post_id")
-        if not isinstance(post_id, int) or replaces.get("site") != self.url or replaces.get("post_type") != self.post_type:
+        # The ledger hands over only receipts of this target instance (its site and post type); the source check
+        # below keeps a hand-made `replaces` from re-pointing another asset's entry.
+        if not isinstance(post_id, int) or replaces.get("post_type") != self.post_type:
             return None
         try:
             post = await self._call(client, "GET", f"/wp/v2/{self.post_type}/{post_id}", "the earlier entry's lookup",
