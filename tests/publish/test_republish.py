@@ -169,3 +169,23 @@ def test_strapi_entry_deleted_by_a_person_is_published_anew(strapi_fake, publish
     receipt = run(strapi_site(strapi_fake).publish(republished(publish_item, tmp_path), replaces=first.remote_ids))
     [entry] = strapi_fake.entries
     assert receipt.remote_ids["entry_id"] == entry["id"] != first.remote_ids["entry_id"]
+
+
+# ---------------------------------------------------------------------------------------------- S3
+
+
+def test_s3_republish_at_another_key_deletes_the_earlier_object(s3_bucket_block, publish_item, tmp_path):
+    """The default layout keys objects by generation: a new generation lands beside the old object, which goes."""
+    from brandforge.blocks.targets.s3 import S3Target
+
+    target = S3Target(bucket=s3_bucket_block)
+    first = run(target.publish(publish_item))
+    new = republished(publish_item, tmp_path).model_copy(update={"generation_key": uuid.uuid4().hex * 2})
+    client = s3_bucket_block.credentials.get_s3_client()
+
+    receipt = run(target.publish(new, replaces=first.remote_ids))
+    listed = client.list_objects_v2(Bucket=s3_bucket_block.bucket_name)
+    assert [o["Key"] for o in listed["Contents"]] == [receipt.remote_ids["key"]] != [first.remote_ids["key"]]
+    # A rerun (a crash before the ledger row) finds the new object and has nothing left to delete.
+    assert run(target.publish(new, replaces=first.remote_ids)).already_existed
+    assert client.list_objects_v2(Bucket=s3_bucket_block.bucket_name)["KeyCount"] == 1
