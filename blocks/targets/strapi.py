@@ -215,7 +215,7 @@ class StrapiSite(PublishTarget):
 
     def _ref(self, ids: dict[str, Any], receipt: bool = False) -> str | None:
         """How the REST API names an entry: v4 its numeric id, v5 its documentId (from an entry or a receipt)."""
-        ref = ids.get(("document_id" if receipt else "documentId") if self.version == "v5" else ("entry_id" if receipt else "id"))
+        ref = ids.get({"v4": ("id", "entry_id"), "v5": ("documentId", "document_id")}[self.version][receipt])
         return str(ref) if isinstance(ref, (int, str)) and re.fullmatch(r"[A-Za-z0-9_-]+", str(ref)) else None
 
     async def _repoint(self, client: httpx.AsyncClient, item: PublishItem, media: dict[str, Any],
