@@ -4,8 +4,10 @@ Rows (one per asset × recipe attempt, appended) that are at once the audit
 trail (source, keys, provider jobs, outputs, parameters, seed, scores, cost,
 timings, final state) and the idempotency index (a source whose bytes and
 recipe already ended `published` or `quarantined` is not paid for again). A row is
-never rewritten but for one change: a published image taken down because its source
-was unpublished or deleted is marked `withdrawn` (`mark_withdrawn`), with the why.
+never rewritten but for two changes: a published image taken down because its source
+was unpublished or deleted is marked `withdrawn` (`mark_withdrawn`), with the why; and
+a published row whose asset was published again at the same target (a new recipe, new
+bytes) is marked `replaced`, with `replaced_by` naming the newer row (`record`).
 Beside them, the provider job journal: every paid job is on record from the
 moment its price is reserved, so spend and budgets are true across crashes,
 processes and workers.
@@ -46,6 +48,8 @@ MIGRATIONS = Path(__file__).with_name("ledger_migrations")
 # Final decisions: a rerun with the same source bytes and recipe does not redo them.
 # `failed` is not final: the next run tries again.
 DONE_STATES = ("published", "quarantined")
+# Rows whose image was at a target once: still there, replaced by a republish, or taken down.
+PUBLISHED_STATES = ("published", "replaced", "withdrawn")
 
 
 class BudgetExceeded(BrandforgeError):
@@ -214,12 +218,32 @@ class Ledger(Block):
     # ------------------------------------------------------------------ the asset rows
 
     def record(self, entry: LedgerEntry) -> int:
+        """Append a row. A `published` row is the asset's current publish at its target: in the same
+        transaction, this client's earlier rows still `published` for the same source at the same
+        target instance become `replaced`, pointing at this one (the target replaced their entry)."""
         row = entry.model_dump()
         if entry.recipe_snapshot is not None:  # a JSON column: plain JSON values
             row["recipe_snapshot"] = entry.recipe_snapshot.model_dump(mode="json")
         with self._writing() as conn:
             result = conn.execute(ledger_table.insert().values(**row))
-            return int(result.inserted_primary_key[0])
+            row_id = int(result.inserted_primary_key[0])
+            if entry.state == "published" and entry.target_key:
+                t = ledger_table.c
+                conn.execute(ledger_table.update().where(
+                    t.client == entry.client, t.source_uri == entry.source_uri, t.target_key == entry.target_key,
+                    t.state == "published", t.id != row_id,
+                ).values(state="replaced", replaced_by=row_id, reason=f"replaced by row {row_id}"))
+            return row_id
+
+    def current_publish(self, client: str, target_key: str, source_uri: str) -> tuple[int, LedgerEntry] | None:
+        """(row id, entry) of this client's current publish of this source at this target instance, if any:
+        what a republish with a new recipe replaces there."""
+        t = ledger_table.c
+        query = (select(ledger_table).where(t.client == client, t.source_uri == source_uri, t.target_key == target_key,
+                                            t.state == "published").order_by(t.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return (row.id, _to_entry(row)) if row else None
 
     def _latest(self, *where) -> LedgerEntry | None:
         query = select(ledger_table).where(*where).order_by(ledger_table.c.id.desc()).limit(1)
@@ -289,14 +313,14 @@ class Ledger(Block):
         attributed by `params.provider_ref` (the profile's provider name), else 'default'."""
         t = ledger_table.c
         query = (select(t.state, t.params).where(t.client == client, t.recipe == recipe,
-                                                 t.state.in_(("published", "quarantined")))
+                                                 t.state.in_(("published", "replaced", "quarantined")))
                  .order_by(t.id.desc()).limit(last))
         rates: dict[str, list[int]] = {}
         with self.engine.connect() as conn:
             for state, params in conn.execute(query):
                 name = str((params or {}).get("provider_ref") or "default")
                 counts = rates.setdefault(name, [0, 0])
-                counts[0] += state == "published"
+                counts[0] += state != "quarantined"  # a replaced row passed its gates too
                 counts[1] += 1
         return {k: (v[0], v[1]) for k, v in rates.items()}
 
@@ -347,8 +371,9 @@ class Ledger(Block):
 
         `ref` is a published URL, a generation key (or a prefix of 8+ characters), a
         ledger row id, or a remote id or URL a target returned (a post id, a media URL,
-        an S3 key). All attempts for the same generation key follow, and those for the
-        same source bytes that failed before a generation key existed.
+        an S3 key). All attempts for the same generation key follow, those for the
+        same source bytes that failed before a generation key existed, and the rows the
+        image replaced or was replaced by (its asset republished at the same target).
         """
         t = ledger_table.c
         ref = ref.strip()
@@ -362,9 +387,10 @@ class Ledger(Block):
             found = list(conn.execute(select(ledger_table).where(or_(*hits), *mine)))
             if not found:  # remote ids live in JSON, whose operators differ per database: scan published rows
                 found = [
-                    r for r in conn.execute(select(ledger_table).where(t.state == "published", *mine))
+                    r for r in conn.execute(select(ledger_table).where(t.state.in_(PUBLISHED_STATES), *mine))
                     if ref in {str(v) for v in (r.remote_ids or {}).values()}
                 ]
+            found = self._replacement_chain(conn, found, mine)
             keys = {r.generation_key for r in found if r.generation_key}
             sources = {r.source_key for r in found if r.source_key}
             related = list(conn.execute(
@@ -374,6 +400,20 @@ class Ledger(Block):
                 ), *mine).order_by(t.id)
             )) if found else []
         return [(r.id, _to_entry(r)) for r in related]
+
+    @staticmethod
+    def _replacement_chain(conn: Connection, rows: list, mine: list) -> list:
+        """`rows` with every row they replaced or were replaced by, transitively (a republish chain)."""
+        t = ledger_table.c
+        chain = {r.id: r for r in rows}
+        while True:
+            ids = list(chain)
+            successors = [r.replaced_by for r in chain.values() if r.replaced_by is not None]
+            more = [r for r in conn.execute(select(ledger_table).where(
+                or_(t.replaced_by.in_(ids), t.id.in_(successors)), *mine)) if r.id not in chain]
+            if not more:
+                return list(chain.values())
+            chain.update((r.id, r) for r in more)
 
     # ------------------------------------------------------------------ spend: the provider job journal
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -119,6 +120,10 @@ ledger_table = Table(
     Column("flow_run_id", String(64)),
     Column("created_at", UTCDateTime, nullable=False, index=True),
     Column("recipe_snapshot", JSON),
+    # A `replaced` row's successor: the row of the asset's later publish at the same target.
+    Column("replaced_by", BigInteger),
+    # The current publish of an asset at a target is looked up by these.
+    Index("ix_ledger_asset_target", "client", "source_uri", "target_key"),
 )
 
 # States of a journalled job. `reserved`: its price is held, the provider has not answered yet (a

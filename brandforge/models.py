@@ -800,7 +800,9 @@ class AssetOutcome(BaseModel):
 
 
 # `withdrawn`: was published, then taken down because its source was unpublished or deleted.
-LEDGER_STATES = ("published", "quarantined", "failed", "withdrawn")
+# `replaced`: was published, then the same asset (client, source, target) was published again with
+# a new recipe or new bytes; the target replaced this entry and `replaced_by` names the newer row.
+LEDGER_STATES = ("published", "quarantined", "failed", "withdrawn", "replaced")
 
 
 class Withdrawal(BaseModel):
@@ -891,6 +893,7 @@ class LedgerEntry(BaseModel):
     phash: str | None = None
     flow_run_id: str | None = None
     recipe_snapshot: RecipeSnapshot | None = Field(None, description="Everything that decided the image, as values (replay).")
+    replaced_by: int | None = Field(None, description="State `replaced`: the ledger row of the publish that replaced this one.")
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
     @field_validator("cost_usd", mode="before")

@@ -67,6 +67,14 @@ def render_lineage(rows: list[tuple[int, LedgerEntry]]) -> str:
             f"  palette          {', '.join(snap.palette) or '—'}",
             f"  logo             {snap.logo.path + ' (sha256 ' + snap.logo.sha256 + ')' if snap.logo else '—'}",
         ]
+    replaced = [(i, e) for i, e in rows if e.state == "replaced"]
+    if replaced:
+        # The asset republished at its target (a new recipe, new bytes): each row's entry replaced by the next.
+        lines.append("Replacements (the asset republished at its target)")
+        for row_id, e in replaced:
+            lines.append(f"  #{row_id:<6} {e.created_at:%Y-%m-%d %H:%M:%S}  {_fmt(e.published_url)}  → replaced by #{e.replaced_by}")
+        if published:
+            lines.append(f"  #{main_id:<6} {main.created_at:%Y-%m-%d %H:%M:%S}  {_fmt(main.published_url)}  (current)")
     if len(rows) > 1:
         lines.append(f"History ({len(rows)} ledger rows)")
         for row_id, e in rows:

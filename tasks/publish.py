@@ -6,7 +6,10 @@ bucket's or site's, never counts), then the target itself: every target's `publi
 looks the key up on the target before creating anything, so a crash between
 upload and ledger write, a retry or a duplicated webhook never makes a second
 item, and a half-done publish (image uploaded, no post) is finished rather than
-started over. Only failures a retry can help (429, 5xx, timeouts) are retried.
+started over. An asset published before at the same target (another recipe, other
+bytes) has its entry there replaced (`replaces`: the ledger's current row's remote
+ids), and recording the new row marks the earlier one `replaced`. Only failures a
+retry can help (429, 5xx, timeouts) are retried.
 
 `withdraw_published_row` is the way back: a published image whose source was unpublished
 or deleted is taken down at its target and its ledger row marked `withdrawn`.
@@ -43,8 +46,13 @@ async def publish_item(item: PublishItem, target: PublishTarget, ledger: Ledger)
     if recorded:
         logger.info("%s: generation %s already published at %s (ledger)", item.name, item.publish_key[:12], recorded.url)
         return recorded
-    receipt = await target.publish(item)
-    if receipt.already_existed:
+    # The asset's current entry at this target (an earlier recipe's, or earlier bytes'): replaced, not added to.
+    current = ledger.current_publish(item.client, target.target_key, item.source_uri)
+    replaces = current[1].remote_ids or None if current else None
+    receipt = await target.publish(item, replaces=replaces)
+    if current:
+        logger.info("%s: republished to %s at %s, replacing ledger row %s", item.name, receipt.target, receipt.url, current[0])
+    elif receipt.already_existed:
         logger.info("%s: generation %s already on %s at %s; not published again", item.name, item.publish_key[:12], receipt.target, receipt.url)
     else:
         logger.info("%s: published to %s at %s", item.name, receipt.target, receipt.url)

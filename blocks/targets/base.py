@@ -3,7 +3,8 @@
 A target publishes exactly once per generation key: `find_existing(key)` asks
 the target itself whether the image is already there (so a crash between
 upload and post, a retry or a rerun never creates a second item), and
-`publish(item)` creates it — finishing a half-done publish where it can.
+`publish(item, replaces)` creates it — finishing a half-done publish where it can,
+and replacing the asset's earlier entry (`replaces`) when it was published before.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ class PublishTarget(Block, ABC):
         """The receipt of an earlier publish of `item.publish_key`, if the target has one."""
         raise NotImplementedError
 
-    async def publish(self, item: PublishItem) -> PublishReceipt:
+    async def publish(self, item: PublishItem, replaces: dict | None = None) -> PublishReceipt:
+        """Put `item` on the target, once. `replaces`: the remote ids of the asset's current entry here (the
+        ledger's; the asset was published before with another recipe or other bytes): the target replaces
+        that entry rather than adding one, and a rerun after a crash anywhere in between still ends with one."""
         raise NotImplementedError
 
     async def withdraw(self, remote_ids: dict, *, delete: bool) -> str:

@@ -69,7 +69,8 @@ class LocalGallery(PublishTarget):
             return None
         return PublishReceipt(target=self.target_name, url=entry["url"], remote_ids={"path": entry["image"]}, already_existed=True)
 
-    async def publish(self, item: PublishItem) -> PublishReceipt:
+    async def publish(self, item: PublishItem, replaces: dict | None = None) -> PublishReceipt:
+        # `replaces` is not needed: the entry of an asset is found by its source URI.
         existing = await self.find_existing(item)
         if existing:
             return existing

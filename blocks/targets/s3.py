@@ -7,7 +7,8 @@ A retry or rerun finds the object with a HEAD request and does not upload again
 when the output key matches; an object at the same key with another output is
 replaced: the same generation through a changed chain (the default layout), or
 any republish when the layout has no generation key in it ("the current image
-of this asset").
+of this asset"). A republish that lands on another key (a new generation under the
+default layout) deletes the asset's earlier object once the new one is written.
 
 boto3 is synchronous: calls run in a worker thread so the event loop stays free.
 """
@@ -162,9 +163,10 @@ class S3Target(PublishTarget):
             return self._receipt(key, head, already_existed=True)
         return None
 
-    async def publish(self, item: PublishItem) -> PublishReceipt:
+    async def publish(self, item: PublishItem, replaces: dict | None = None) -> PublishReceipt:
         existing = await self.find_existing(item)
         if existing:
+            await self._drop_replaced(replaces, existing.remote_ids["key"])  # a run died before the delete
             return existing
         key = self.object_key(item)
         # S3 metadata travels as HTTP headers: ASCII only.
@@ -190,4 +192,18 @@ class S3Target(PublishTarget):
             )
         except Exception as exc:  # noqa: BLE001 - classified into retryable or not
             raise self._error("the upload", exc) from exc
+        await self._drop_replaced(replaces, key)
         return self._receipt(key, put, already_existed=False)
+
+    async def _drop_replaced(self, replaces: dict | None, key: str) -> None:
+        """Delete the asset's replaced object when it lay at another key of this bucket (a new generation
+        under a layout keyed by generation): one object per asset, as on the other targets. The new
+        object is written first, so a crash in between leaves the old one, which the rerun deletes."""
+        old = (replaces or {}).get("key")
+        if not old or old == key or (replaces or {}).get("bucket") != self.bucket.bucket_name:
+            return
+        client = self.bucket.credentials.get_s3_client()
+        try:
+            await asyncio.to_thread(client.delete_object, Bucket=self.bucket.bucket_name, Key=old)
+        except Exception as exc:  # noqa: BLE001 - classified into retryable or not
+            raise self._error("deleting the replaced object", exc) from exc

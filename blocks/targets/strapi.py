@@ -14,6 +14,16 @@ the upload plugin.
 v4 wraps entry fields in `attributes` (`{data: {id, attributes: {...}}}`); v5
 returns them flat with a `documentId`. Both shapes are read here.
 
+A republished asset (a new recipe, new bytes: another key, the same source) replaces
+its entry: the new file is uploaded, the asset's earlier entry (the ledger's receipt
+names it) is re-pointed with `PUT /api/<collection>/<id>` (v4: the numeric id; v5: the
+`documentId`; media still by numeric file id) carrying the new key and file in one
+update, and the replaced upload is deleted with `DELETE /api/upload/files/<id>`. A
+crash between upload and re-pointing leaves the keyed file: the rerun finds it by name
+and re-points; a crash after re-pointing finds the entry by its new key and only
+deletes the old file. The API token then also needs update on the collection and
+destroy on the upload plugin.
+
 `withdraw` takes a published entry down when its source is unpublished or deleted:
 `DELETE /api/<collection>/<id>` (v4: the numeric id; v5: the `documentId`), or, to
 unpublish, v4's `PUT /api/<collection>/<id>` with `{"data": {"publishedAt": null}}`.
@@ -167,16 +177,26 @@ class StrapiSite(PublishTarget):
 
     # ------------------------------------------------------------------ publish
 
-    async def publish(self, item: PublishItem) -> PublishReceipt:
+    async def publish(self, item: PublishItem, replaces: dict | None = None) -> PublishReceipt:
         async with self._client() as client:
             entry = await self._find_entry(client, item.publish_key)
             if entry is not None:
-                return self._receipt(entry, self._media(self._fields(entry).get(self.media_field)), already_existed=True)
+                media = self._media(self._fields(entry).get(self.media_field))
+                if replaces and self._ref(self._fields(entry)) == self._ref(replaces, receipt=True):
+                    # A run died after re-pointing the entry, before removing the old file.
+                    await self._drop_replaced_file(client, replaces, (media or {}).get("id"))
+                return self._receipt(entry, media, already_existed=True)
             name = strapi_file_name(item)
             media = await self._find_file(client, name)
             reused = media is not None
             if media is None:
                 media = await self._upload(client, item, name)
+            replaced = await self._repoint(client, item, media, replaces) if replaces else None
+            if replaced is not None:
+                dropped = await self._drop_replaced_file(client, replaces, media["id"])  # type: ignore[arg-type]
+                receipt = self._receipt(replaced, media, already_existed=False, media_reused=reused)
+                receipt.remote_ids["replaced_file_id"] = dropped
+                return receipt
             data = {**self.extra_fields, self.key_field: item.publish_key, self.media_field: media["id"]}
             if self.title_field:
                 data[self.title_field] = item.title or Path(item.name).stem
@@ -190,6 +210,44 @@ class StrapiSite(PublishTarget):
                     raise
                 return self._receipt(winner, self._media(self._fields(winner).get(self.media_field)), already_existed=True)
             return self._receipt(body["data"], media, already_existed=False, media_reused=reused)
+
+    # ------------------------------------------------------------------ replace
+
+    def _ref(self, ids: dict[str, Any], receipt: bool = False) -> str | None:
+        """How the REST API names an entry: v4 its numeric id, v5 its documentId (from an entry or a receipt)."""
+        ref = ids.get({"v4": ("id", "entry_id"), "v5": ("documentId", "document_id")}[self.version][receipt])
+        return str(ref) if isinstance(ref, (int, str)) and re.fullmatch(r"[A-Za-z0-9_-]+", str(ref)) else None
+
+    async def _repoint(self, client: httpx.AsyncClient, item: PublishItem, media: dict[str, Any],
+                       replaces: dict) -> dict[str, Any] | None:
+        """Point the asset's earlier entry at the new file and key, in one update (its title and other
+        fields stay). None when there is no such entry (deleted by a person): a new one is created."""
+        ref = self._ref(replaces, receipt=True)
+        if ref is None or replaces.get("collection") != self.collection:
+            return None
+        data = {self.key_field: item.publish_key, self.media_field: media["id"]}
+        try:
+            body = await self._call(client, "PUT", f"/api/{self.collection}/{ref}",
+                                    f"re-pointing {self.collection} entry {ref} at the new file", json={"data": data})
+        except PublishError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return body["data"]
+
+    async def _drop_replaced_file(self, client: httpx.AsyncClient, replaces: dict, keep_id: int | None) -> int | None:
+        """Delete the replaced upload (`DELETE /api/upload/files/:id`), so the media library does not grow
+        with every recipe change; never the new file. Returns the deleted id, if any (gone already: None)."""
+        old_id = replaces.get("file_id")
+        if not isinstance(old_id, int) or old_id == keep_id:
+            return None
+        try:
+            await self._call(client, "DELETE", f"/api/upload/files/{old_id}", "deleting the replaced file")
+        except PublishError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return old_id
 
     # ------------------------------------------------------------------ withdraw
 

@@ -9,6 +9,15 @@ an entry with the key means the publish is done (a retry, a rerun, a duplicated
 webhook); a media item with the key but no entry means a run died between
 upload and post, and only the entry is created.
 
+A republished asset (a new recipe, new bytes: another key, the same source) replaces
+its entry: the new image is uploaded, the asset's earlier entry (the ledger's
+receipt names it) is re-pointed at it in one update — featured image, the image in
+its content, the key — and the replaced image is deleted from the media library, so
+it does not grow with every recipe change (an image a person uploaded is never
+deleted). A crash between upload and re-pointing leaves the new image keyed: the
+rerun finds it and re-points; a crash after re-pointing finds the entry by its new
+key and only removes the old image. The entry's title, status and a person's edits stay.
+
 Authentication is a WordPress application password (Users → Profile →
 Application Passwords) sent as HTTP Basic auth; over plain HTTP WordPress only
 accepts it when `WP_ENVIRONMENT_TYPE` is `local`.
@@ -217,21 +226,88 @@ class WordPressSite(PublishTarget):
 
     # ------------------------------------------------------------------ publish
 
-    async def publish(self, item: PublishItem) -> PublishReceipt:
+    async def publish(self, item: PublishItem, replaces: dict | None = None) -> PublishReceipt:
         async with self._client() as client:
             await self._preflight(client)
             existing = await self._existing(client, item)
             if existing:
+                if replaces and existing.remote_ids["post_id"] == replaces.get("post_id"):
+                    # A run died after re-pointing the entry, before removing the old image.
+                    await self._drop_replaced_media(client, replaces, existing.remote_ids["media_id"])
                 return existing
             media = await self._find(client, "media", item.publish_key, "the media lookup")
             resumed = media is not None
             if media is None:
                 media = await self._settle(client, "media", item.publish_key, await self._upload(client, item))
+            post = await self._repoint(client, item, media, replaces) if replaces else None
+            if post is not None:
+                dropped = await self._drop_replaced_media(client, replaces, media["id"])
+                receipt = self._receipt(post, media["id"], media.get("source_url"), media_reused=resumed)
+                receipt.remote_ids["replaced_media_id"] = dropped
+                return receipt
             post = await self._create_entry(client, item, media)
             settled = await self._settle(client, self.post_type, item.publish_key, post)
             return self._receipt(
                 settled, media["id"], media.get("source_url"), media_reused=resumed, already_existed=settled["id"] != post["id"],
             )
+
+    # ------------------------------------------------------------------ replace
+
+    async def _repoint(self, client: httpx.AsyncClient, item: PublishItem, media: dict[str, Any],
+                       replaces: dict) -> dict[str, Any] | None:
+        """Point the asset's earlier entry at the new image, in one update: featured image, the image in its
+        content and its key together. Title, status and a person's edits stay. None when there is no such
+        entry to replace (deleted or trashed by a person, or not this source's): a new one is created."""
+        post_id = replaces.get("post_id")
+        # The ledger hands over only receipts of this target instance (its site and post type); the source check
+        # below keeps a hand-made `replaces` from re-pointing another asset's entry.
+        if not isinstance(post_id, int) or replaces.get("post_type") != self.post_type:
+            return None
+        try:
+            post = await self._call(client, "GET", f"/wp/v2/{self.post_type}/{post_id}", "the earlier entry's lookup",
+                                    params={"context": "edit"})
+        except PublishError as exc:
+            if exc.status_code in (404, 410):
+                return None
+            raise
+        meta = post.get("meta") if isinstance(post.get("meta"), dict) else {}
+        if post.get("status") == "trash" or not meta.get(KEY_META) or meta.get(SOURCE_META) != item.source_uri:
+            return None
+        old_id, new_id = post.get("featured_media") or replaces.get("media_id"), int(media["id"])
+        content = (post.get("content") or {}).get("raw") or ""
+        old_url, new_url = replaces.get("media_url"), media.get("source_url") or ""
+        if old_url:
+            content = content.replace(html.escape(old_url, quote=True), html.escape(new_url, quote=True)).replace(old_url, new_url)
+        if old_id:
+            content = re.sub(rf'("id":|wp-image-){int(old_id)}(?!\d)', rf"\g<1>{new_id}", content)
+        body = {"featured_media": new_id, "content": content,
+                "meta": {KEY_META: item.publish_key, SOURCE_META: item.source_uri}}
+        return await self._call(client, "POST", f"/wp/v2/{self.post_type}/{post_id}",
+                                f"re-pointing {self.post_type} entry {post_id} at the new image",
+                                params={"context": "edit"}, json=body)
+
+    async def _drop_replaced_media(self, client: httpx.AsyncClient, replaces: dict, keep_id: int | None) -> int | None:
+        """Delete the replaced image from the media library (so it does not grow with every recipe change);
+        only an image brandforge uploaded, never the new one. Returns the deleted id, if any."""
+        old_id = replaces.get("media_id")
+        if not isinstance(old_id, int) or old_id == keep_id:
+            return None
+        try:
+            old = await self._call(client, "GET", f"/wp/v2/media/{old_id}", "the replaced media lookup",
+                                   params={"context": "edit"})
+        except PublishError as exc:
+            if exc.status_code in (404, 410):  # already gone
+                return None
+            raise
+        if not ((old.get("meta") or {}).get(KEY_META)):  # not brandforge's upload: a person's image stays
+            return None
+        try:
+            await self._call(client, "DELETE", f"/wp/v2/media/{old_id}", "deleting the replaced media",
+                             params={"force": "true"})
+        except PublishError as exc:
+            if exc.status_code not in (404, 410):
+                raise
+        return old_id
 
     async def _settle(self, client: httpx.AsyncClient, rest_base: str, key: str, mine: dict[str, Any]) -> dict[str, Any]:
         """Keep only the oldest item with this key: a concurrent publish (a duplicated webhook) may have raced us.

@@ -7,6 +7,7 @@ format instead, as documented at docs.strapi.io (REST API, Upload, filters):
   objects (`id`, `name`, `alternativeText`, `caption`, `mime`, `size`, `url`, …;
   v5 adds `documentId`);
 - `GET /api/upload/files?filters[name][$eq]=…` → a plain JSON list of files;
+  `GET` / `DELETE /api/upload/files/<id>` → the file (deleted: the file it was; 404 when none);
 - `GET /api/<collection>?filters[<field>][$eq]=…&populate=<media>` and
   `POST /api/<collection>` with `{"data": {...}}` → v4 `{data: {id, attributes}}`,
   v5 `{data: {id, documentId, ...fields}}`, with `meta.pagination` on lists;
@@ -18,7 +19,7 @@ format instead, as documented at docs.strapi.io (REST API, Upload, filters):
 - Bearer API token auth (401 without or with a wrong token, 403 for a
   read-only token writing).
 
-Knobs: `faults`, per route ("upload", "files", "find", "create"), a queue of
+Knobs: `faults`, per route ("upload", "files", "find", "create", "update", "delete-file"), a queue of
 HTTP statuses for the next requests there, or "store-then-500" (keep the upload
 or entry, then answer 500: the client never learns it), `max_upload_bytes`
 (413 above it), `allowed_mimes` (400 for other files). `files` and `entries`
@@ -27,6 +28,7 @@ are inspectable by tests.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from typing import Any
@@ -55,14 +57,17 @@ class FakeStrapi:
         self.fields, self.media_fields, self.unique_fields = set(fields), set(media_fields), set(unique_fields)
         self.files: list[dict[str, Any]] = []
         self.entries: list[dict[str, Any]] = []
-        self.faults: dict[str, list[Any]] = {"upload": [], "files": [], "find": [], "create": []}
+        self.faults: dict[str, list[Any]] = {"upload": [], "files": [], "find": [], "create": [], "update": [],
+                                             "delete-file": []}
         self.max_upload_bytes = 10 * 1024 * 1024
         self.allowed_mimes = {"image/jpeg", "image/png", "image/webp"}
         self.requests: list[tuple[str, str]] = []
+        self._file_ids, self._entry_ids = itertools.count(1), itertools.count(1)
         self.url = ""
         self.app = Starlette(routes=[
             Route("/api/upload", self._upload, methods=["POST"]),
             Route("/api/upload/files", self._list_files, methods=["GET"]),
+            Route("/api/upload/files/{fid:int}", self._one_file, methods=["GET", "DELETE"]),
             Route("/api/{collection}", self._collection, methods=["GET", "POST"]),
             Route("/api/{collection}/{ref}", self._one, methods=["PUT", "DELETE"]),
         ])
@@ -118,7 +123,7 @@ class FakeStrapi:
         if upload.content_type not in self.allowed_mimes:
             return _error(400, "ValidationError", f"File type {upload.content_type} is not allowed")
         data = await upload.read()
-        fid = len(self.files) + 1
+        fid = next(self._file_ids)  # never reused, as a database's autoincrement
         name = info.get("name") or upload.filename
         file = {
             "id": fid, "documentId": uuid.uuid4().hex[:24], "name": name,
@@ -141,6 +146,20 @@ class FakeStrapi:
         name = request.query_params.get("filters[name][$eq]")
         files = [f for f in self.files if name is None or f["name"] == name]
         return JSONResponse([self._file_shape(f) for f in files])
+
+    async def _one_file(self, request: Request) -> Response:
+        fid = request.path_params["fid"]
+        self.requests.append((request.method, f"/api/upload/files/{fid}"))
+        if denied := self._auth(request, write=request.method == "DELETE"):
+            return denied
+        if request.method == "DELETE" and isinstance(fault := self._fault("delete-file"), int):
+            return _error(fault, "InternalServerError" if fault >= 500 else "ApplicationError", f"injected {fault}")
+        file = next((f for f in self.files if f["id"] == fid), None)
+        if file is None:
+            return _error(404, "NotFoundError", "file not found")
+        if request.method == "DELETE":
+            self.files.remove(file)
+        return JSONResponse(self._file_shape(file))
 
     async def _collection(self, request: Request) -> Response:
         collection = request.path_params["collection"]
@@ -176,7 +195,7 @@ class FakeStrapi:
         for field in self.unique_fields & data.keys():
             if any(e.get(field) == data[field] for e in self.entries):
                 return _error(400, "ValidationError", "This attribute must be unique")
-        entry = {"id": len(self.entries) + 1, "documentId": uuid.uuid4().hex[:24], "publishedAt": "2026-12-04T17:00:00.000Z", **data}
+        entry = {"id": next(self._entry_ids), "documentId": uuid.uuid4().hex[:24], "publishedAt": "2026-12-04T17:00:00.000Z", **data}
         self.entries.append(entry)
         if fault == "store-then-500":
             return _error(500, "InternalServerError", "Internal Server Error")
@@ -197,9 +216,17 @@ class FakeStrapi:
         if request.method == "DELETE":
             self.entries.remove(entry)
             return Response(status_code=204) if self.version == "v5" else JSONResponse({"data": self._entry_shape(entry), "meta": {}})
+        if isinstance(fault := self._fault("update"), int):
+            return _error(fault, "InternalServerError" if fault >= 500 else "ApplicationError", f"injected {fault}")
         data = (await request.json()).get("data")
         if not isinstance(data, dict) or set(data) - self.fields - {"publishedAt"}:
             return _error(400, "ValidationError", "Invalid data")
+        for media in self.media_fields & data.keys():
+            if not any(f["id"] == data[media] for f in self.files):
+                return _error(400, "ValidationError", f"Invalid relations: file {data[media]} not found")
+        for field in self.unique_fields & data.keys():
+            if any(e is not entry and e.get(field) == data[field] for e in self.entries):
+                return _error(400, "ValidationError", "This attribute must be unique")
         if "publishedAt" in data and self.version == "v5":
             data.pop("publishedAt")  # v5 ignores it (its REST API cannot unpublish)
         entry.update(data)

@@ -220,7 +220,7 @@ def test_an_existing_ledger_upgrades_in_place(ledger_url):
     ledger.record(entry(seed=2**40))
     assert ledger.entries(client="acme")[-1].seed == 2**40
     with ledger.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM brandforge_ledger_version")).scalar_one() == "0004"
+        assert conn.execute(text("SELECT version_num FROM brandforge_ledger_version")).scalar_one() == "0005"
 
 
 def test_the_password_is_a_secret_not_part_of_the_url(postgres_server):
@@ -316,3 +316,31 @@ def test_budget_holds_across_two_processes(ledger_url):
     for p in workers:
         p.join(30)
     assert sum(granted) == 5 and Ledger(url=ledger_url).spent("acme") == Decimal("0.5"), granted
+
+
+def test_a_republish_marks_the_earlier_row_replaced_and_lineage_follows_the_chain(ledger_url):
+    """The same asset (client, source, target) published again: the earlier row becomes `replaced` and points at
+    the newer one, in the same write; another target, source or client is untouched."""
+    ledger = Ledger(url=ledger_url)
+    first = ledger.record(entry(generation_key="g1", output_key="o1", published_url="https://cms/?p=7",
+                                remote_ids={"post_id": 7, "media_id": 70}))
+    other_target = ledger.record(entry(target_key="t2", output_key="o1"))
+    other_source = ledger.record(entry(source_uri="file:///b.png", output_key="o9"))
+    other_client = ledger.record(entry(client="rival", output_key="o1"))
+    assert ledger.current_publish("acme", "t1", "file:///a.png")[0] == first
+    ledger.record(entry(generation_key="g1", output_key="o2", state="failed"))  # a failure replaces nothing
+    second = ledger.record(entry(generation_key="g1", output_key="o2", published_url="https://cms/?p=7",
+                                 remote_ids={"post_id": 7, "media_id": 71}))
+    third = ledger.record(entry(generation_key="g3", output_key="o3", published_url="https://cms/?p=7",
+                                remote_ids={"post_id": 7, "media_id": 72}))
+    rows = dict(ledger.rows())
+    assert (rows[first].state, rows[first].replaced_by) == ("replaced", second)
+    assert (rows[second].state, rows[second].replaced_by) == ("replaced", third)
+    assert rows[third].state == "published" and rows[third].replaced_by is None
+    assert {rows[i].state for i in (other_target, other_source, other_client)} == {"published"}
+    assert ledger.current_publish("acme", "t1", "file:///a.png")[0] == third
+    assert ledger.published_for_generation("acme", "t1", "o1") is None  # a replaced output is published again
+    assert ledger.finished("acme", "s1", "r1").output_key == "o3"
+    # The chain from any of its rows: by the old row's id, the old image's remote id, the new generation key.
+    for ref in (str(first), "70", "g3"):
+        assert {first, second, third} <= {i for i, _ in ledger.lineage(ref, client="acme")}, ref
