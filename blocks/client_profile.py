@@ -214,10 +214,24 @@ def rule_problem(profile: "ClientProfile", index: int, rule: RoutingRule) -> str
     targets = providers if rule.provider == CHEAPEST else [rule.provider or "default"]
     for name in targets:
         block = profile.provider if name == "default" else profile.providers[name]
-        if loras and not block.supports_loras:
-            return f"routes LoRAs to provider {name!r} ({block.provider_name}), which cannot apply LoRAs"
-        if control and not block.supports_control:
-            return f"routes structure control to provider {name!r} ({block.provider_name}), which has no ControlNet input"
+        problem = routed_extras_problem(block, loras, control)
+        if problem:
+            return f"routes {problem[0]} to provider {name!r} ({block.provider_name}), {problem[1]}"
+    return None
+
+
+def routed_extras_problem(block, loras, control) -> tuple[str, str] | None:
+    """(what, why) when `block` cannot take these LoRAs or this structure control, else None."""
+    if loras and not block.supports_loras:
+        return "LoRAs", "which cannot apply LoRAs"
+    for lora in loras:
+        why = block.lora_problem(lora)
+        if why:
+            return f"LoRA {lora.weights!r}", f"but {why}"
+    if control and not block.supports_control:
+        return "structure control", "which has no ControlNet input"
+    if control and (why := block.control_problem(control)):
+        return f"{control.kind} control", f"but {why}"
     return None
 
 
@@ -344,6 +358,10 @@ class ClientProfile(Block):
                 if recipe.control and not self.provider.supports_control:
                     raise ValueError(f"recipe {recipe.name!r} has structure control but the default provider "
                                      f"({self.provider.provider_name}) has no ControlNet input")
+                problem = routed_extras_problem(self.provider, recipe.loras, recipe.control)
+                if problem:
+                    raise ValueError(f"recipe {recipe.name!r} has {problem[0]} for the default provider "
+                                     f"({self.provider.provider_name}) {problem[1]}")
         return self
 
     @model_validator(mode="after")
