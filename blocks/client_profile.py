@@ -211,12 +211,22 @@ def rule_problem(profile: "ClientProfile", index: int, rule: RoutingRule) -> str
     recipe = next((r for r in profile.recipes if r.name == (rule.recipe or profile.default_recipe)), None)
     loras = [*(recipe.loras if recipe else []), *rule.loras]
     control = rule.control or (recipe.control if recipe else None)
+    if (why := control_model_problem(profile, control)):
+        return why
     targets = providers if rule.provider == CHEAPEST else [rule.provider or "default"]
     for name in targets:
         block = profile.provider if name == "default" else profile.providers[name]
         problem = routed_extras_problem(block, loras, control)
         if problem:
             return f"routes {problem[0]} to provider {name!r} ({block.provider_name}), {problem[1]}"
+    return None
+
+
+def control_model_problem(profile: "ClientProfile", control) -> str | None:
+    """Why `control` cannot be computed from the source with this profile's models, or None."""
+    if control and control.image is None and control.kind != "edges" and not profile.control_models.get(control.kind):
+        return (f"asks for {control.kind} control computed from the source, but control_models.{control.kind} names "
+                f"no {control.kind} model")
     return None
 
 
@@ -272,6 +282,10 @@ class ClientProfile(Block):
     timezone: str = Field("UTC", description="The client's IANA time zone: templates' time of day, season and holidays.")
     hemisphere: Literal["north", "south"] = Field("north", description="Which seasons the templates' {{ context.season }} names.")
     holidays: dict[str, str] = Field(default_factory=dict, description="'MM-DD' or 'YYYY-MM-DD' -> holiday name, over the built-in calendar.")
+    control_models: dict[Literal["depth", "pose"], str] = Field(
+        default_factory=dict, description="Structure control computed from the source: the depth model "
+        "(AutoModelForDepthEstimation, e.g. Depth Anything) and the pose model (VitPose), each a local model folder "
+        "or a Hugging Face repo id already in the local cache (nothing is downloaded at run time).")
     pass_rate_floor: float = Field(0.8, ge=0, le=1, description="Cost-aware routing: the least pass rate a cheaper provider needs.")
     pass_rate_min_samples: int = Field(3, ge=1, description="Cost-aware routing: images a provider needs on record before its pass rate counts.")
     target: TargetBlock = Field(default_factory=LocalGallery, description="Where passing images are published.")
@@ -358,6 +372,8 @@ class ClientProfile(Block):
                 if recipe.control and not self.provider.supports_control:
                     raise ValueError(f"recipe {recipe.name!r} has structure control but the default provider "
                                      f"({self.provider.provider_name}) has no ControlNet input")
+                if (why := control_model_problem(self, recipe.control)):
+                    raise ValueError(f"recipe {recipe.name!r} {why}")
                 problem = routed_extras_problem(self.provider, recipe.loras, recipe.control)
                 if problem:
                     raise ValueError(f"recipe {recipe.name!r} has {problem[0]} for the default provider "

@@ -259,6 +259,8 @@ class ControlSpec(BaseModel):
     kind: Literal["edges", "depth", "pose"] = "edges"
     scale: float = Field(0.8, ge=0, le=2, description="Conditioning scale, 0 to 2.")
     image: str | None = Field(None, description="Reference image URI; unset = computed from the source.")
+    map_sha256: str | None = Field(None, description="Set by the plan when it computed the map from the source: the map's "
+                                   "content hash (`image` then names the map's file; the hash, not the path, keys it).")
 
 
 class GenerationRequest(GenerationParams):

@@ -25,6 +25,7 @@ from prefect import task
 from pydantic import ValidationError
 
 from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.control_maps import with_control_map
 from brandforge.models import (
     AssetPlan,
     AssetRecord,
@@ -238,6 +239,9 @@ def plan_asset(asset: LoadedAsset, profile: ClientProfile, now: datetime | None 
     notes = profile.ledger.regeneration_notes(asset.client, asset.source_key, rkey)
     prompt = write_prompt(asset, recipe, profile, [n for n in notes if n.strip()], template=planned.template, now=now)
     request = make_request(asset, recipe, profile, notes, prompt=prompt, seed=choose_seed(asset, recipe, profile, rkey))
+    # Structure control computed from the source (edges, depth, pose): the map is written next to the source
+    # and its bytes' hash enters the generation key.
+    request = with_control_map(request, Path(asset.path).parent, profile.control_models)
     gkey = generation_key(asset.source_key, request, provider, model, prompt.template)
     return plan.model_copy(update={"request": request, "generation_key": gkey, "output_key": output_key(gkey, rkey),
                                    "params": request_params(request, recipe, profile, planned, prompt),
