@@ -181,6 +181,8 @@ def rule_problem(profile: "ClientProfile", index: int, rule: RoutingRule) -> str
         elif cond in (None, "", []):
             return f"condition {field} is empty"
     providers = profile.provider_names()
+    if rule.target is not None and rule.target not in profile.target_names():
+        return f"names target {rule.target!r}; the profile's targets: {profile.target_names()}"
     if rule.provider is not None and rule.provider != CHEAPEST and rule.provider not in providers:
         return f"names provider {rule.provider!r}; the profile's providers: {providers} (or {CHEAPEST!r})"
     if rule.params:
@@ -289,6 +291,9 @@ class ClientProfile(Block):
     pass_rate_floor: float = Field(0.8, ge=0, le=1, description="Cost-aware routing: the least pass rate a cheaper provider needs.")
     pass_rate_min_samples: int = Field(3, ge=1, description="Cost-aware routing: images a provider needs on record before its pass rate counts.")
     target: TargetBlock = Field(default_factory=LocalGallery, description="Where passing images are published.")
+    targets: dict[str, TargetBlock] = Field(
+        default_factory=dict, description="More publish targets by name, for routing rules' `target` (e.g. 'print-s3' "
+        "for channel print; 'default' is `target`).")
     # Required: a profile without its ledger must fail, never fall back to some default file (that
     # would lose the client's history and its idempotency index without a word).
     ledger: Ledger = Field(description="Audit record and idempotency index (required: the client's history lives there).")
@@ -328,13 +333,14 @@ class ClientProfile(Block):
         # Named providers sit one key deeper than Prefect's secret paths reach ("providers.api_token"): the
         # server masks (and, on a form's write-back, restores) everything under `providers` instead.
         if "secret_fields" in schema:
-            kept = [f for f in schema["secret_fields"] if not f.startswith("providers.")]
-            schema["secret_fields"] = kept + ["providers.*"]
+            kept = [f for f in schema["secret_fields"] if not f.startswith(("providers.", "targets."))]
+            schema["secret_fields"] = kept + ["providers.*", "targets.*"]
         refs = schema.get("block_schema_references", {})
-        targets = refs.get("target")
-        if isinstance(targets, list):
-            kept = [r for r in targets if r.get("block_type_slug") != S3Target.get_block_type_slug()]
-            refs["target"] = kept[0] if len(kept) == 1 else kept
+        for field in ("target", "targets"):
+            targets = refs.get(field)
+            if isinstance(targets, list):
+                kept = [r for r in targets if r.get("block_type_slug") != S3Target.get_block_type_slug()]
+                refs[field] = kept[0] if len(kept) == 1 else kept
         return schema
 
     @classmethod
@@ -358,6 +364,13 @@ class ClientProfile(Block):
     def _provider_types(cls, v: object) -> object:
         if isinstance(v, dict):
             return {k: typed_block_data(b, ProviderBlock, f"providers.{k}") for k, b in v.items()}
+        return v
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _target_types(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return {k: typed_block_data(b, TargetBlock, f"targets.{k}") for k, b in v.items()}
         return v
 
     @model_validator(mode="after")
@@ -454,6 +467,8 @@ class ClientProfile(Block):
             raise ValueError(f"default_recipe {self.default_recipe!r} is not a recipe; known recipes: {names}")
         if "default" in self.providers:
             raise ValueError("providers may not be named 'default': that name is the profile's `provider`")
+        if "default" in self.targets:
+            raise ValueError("targets may not be named 'default': that name is the profile's `target`")
         for i, rule in enumerate(self.routing):
             problem = rule_problem(self, i, rule)
             if problem:
@@ -463,6 +478,17 @@ class ClientProfile(Block):
     def provider_names(self) -> list[str]:
         return ["default", *self.providers]
 
+    def target_names(self) -> list[str]:
+        return ["default", *self.targets]
+
+    def target_block(self, name: str | None) -> "TargetBlock":
+        """The publish target a route names ('default' or unset: `target`)."""
+        if not name or name == "default":
+            return self.target
+        if name not in self.targets:
+            raise InvalidInput(f"target {name!r} is not one of client {self.client_id}'s targets {self.target_names()}")
+        return self.targets[name]
+
     def provider_block(self, name: str | None) -> "ProviderBlock":
         """The provider block a route names ('default' or unset: `provider`)."""
         if not name or name == "default":
@@ -471,13 +497,15 @@ class ClientProfile(Block):
             raise InvalidInput(f"provider {name!r} is not one of client {self.client_id}'s providers {self.provider_names()}")
         return self.providers[name]
 
-    def routed(self, provider: str | None = None, model: str | None = None, gates: dict | None = None) -> "ClientProfile":
-        """This profile as one routed asset sees it: its provider block (with the route's model) as `provider`
-        and its gate thresholds, so the stages after planning read `profile.provider` / `profile.gates`."""
+    def routed(self, provider: str | None = None, model: str | None = None, gates: dict | None = None,
+               target: str | None = None) -> "ClientProfile":
+        """This profile as one routed asset sees it: its provider block (with the route's model) as `provider`,
+        its gate thresholds and its publish target, so the stages after planning read `profile.provider` /
+        `profile.gates` / `profile.target`."""
         block = self.provider_block(provider)
         if model and model != block.model:
             block = block.model_copy(update={"model": model})
-        update: dict = {"provider": block}
+        update: dict = {"provider": block, "target": self.target_block(target)}
         if gates:
             update["gates"] = GateThresholds.model_validate({**self.gates.model_dump(), **gates})
         return self.model_copy(update=update)
@@ -493,7 +521,7 @@ class ClientProfile(Block):
 
     def foreign_blocks(self) -> list[str]:
         """Names of saved blocks this profile embeds that belong to another client (see `owns_block`)."""
-        nested = (self.source, self.provider, *self.providers.values(), self.target, self.ledger, self.refiner, self.c2pa_signer,
+        nested = (self.source, self.provider, *self.providers.values(), self.target, *self.targets.values(), self.ledger, self.refiner, self.c2pa_signer,
                   self.aesthetic)
         names = [getattr(b, "_block_document_name", None) for b in nested if b is not None]
         return [n for n in names if n and not is_anonymous_name(n) and not owns_block(self.client_id, n)]

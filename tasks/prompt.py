@@ -213,6 +213,8 @@ def request_params(request: GenerationRequest, recipe: Recipe, profile: ClientPr
         params["provider_ref"] = planned.route.provider
     if planned.route.rule:
         params["rule"] = planned.route.rule
+    if planned.route.target != "default":
+        params["target_ref"] = planned.route.target
     if prompt.template:
         params["template"] = prompt.template
     if prompt.caption:
@@ -232,7 +234,7 @@ def plan_asset(asset: LoadedAsset, profile: ClientProfile, now: datetime | None 
     block = profile.provider_block(route.provider)
     provider, model = block.provider_name, route.model or block.model
     plan = AssetPlan(recipe=recipe, recipe_key=rkey, provider=provider, model=model, provider_ref=route.provider,
-                     rule=route.rule, gates=route.gates)
+                     rule=route.rule, gates=route.gates, target_ref=route.target)
     done = profile.ledger.finished(asset.client, asset.source_key, rkey)
     if done:
         return plan.model_copy(update={"done": done})
