@@ -48,3 +48,19 @@ def test_the_asset_publishes_to_the_rules_target(demo_profile, demo_state, s3_bu
     assert web.state == "published"
     assert ledger.published_for_generation("demo", profile.target.target_key, web.generation_key)
     assert len(s3_bucket_block.credentials.get_s3_client().list_objects_v2(Bucket=s3_bucket_block.bucket_name)["Contents"]) == 1
+
+
+def test_explain_names_the_routed_target(demo_profile, s3_bucket_block, tmp_path):
+    import json
+
+    from prefect.filesystems import LocalFileSystem
+
+    from brandforge.tasks.explain import explain
+
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    shutil.copy(DEMO_CATALOG / "rocket-launch.jpg", catalog / "rocket-launch.jpg")
+    (catalog / "rocket-launch.jpg.json").write_text(json.dumps({"channel": "print"}))
+    profile = with_rules(demo_profile, [PRINT_RULE], targets={"print-s3": S3Target(bucket=s3_bucket_block)})
+    text = explain("rocket-launch.jpg", profile, storage=LocalFileSystem(basepath=str(catalog)))
+    assert "decided   rule print" in text and "target    print-s3 → s3" in text

@@ -1,4 +1,4 @@
-"""Structure control computed from the source (edges, depth, pose) with tiny random-weight transformers
+"""LoRAs on the diffusers block at profile check; structure control computed from the source (edges, depth, pose) with tiny random-weight transformers
 models the test builds, the map's hash in the generation key, and control reaching fal's wire (flux-general
 `controlnets`) on the fake."""
 
@@ -152,3 +152,22 @@ def test_fal_refuses_control_it_cannot_send(demo_profile):
                 routing=[RoutingRule.model_validate(r) for r in rules])
     profile = ClientProfile(**data)  # a given reference image needs no estimator, only the ControlNet
     assert profile.routing[0].control.image == "https://example.com/pose.png"
+
+
+def test_the_diffusers_block_takes_local_lora_files_at_profile_check(demo_profile, tmp_path):
+    from brandforge.blocks.providers.diffusers_local import DiffusersProvider
+
+    base = with_rules(demo_profile, [])
+    data = {name: getattr(base, name) for name in ClientProfile.model_fields}
+    data["providers"] = {**base.providers, "local-sd": DiffusersProvider(model_path=str(tmp_path / "sd15"), pipeline="sd15")}
+    local = {"name": "brand", "provider": "local-sd", "loras": [{"weights": str(tmp_path / "brand.safetensors"), "scale": 0.8}]}
+    profile = ClientProfile(**{**data, "routing": [RoutingRule.model_validate(local)]})
+    assert profile.routing[0].loras[0].scale == 0.8
+    remote = {**local, "loras": [{"weights": "https://example.com/brand.safetensors"}]}
+    with pytest.raises(ValidationError, match=r"routing rule brand: routes LoRA 'https://example.com/brand.safetensors' to "
+                                              r"provider 'local-sd' \(diffusers\), but diffusers loads local LoRA files only"):
+        ClientProfile(**{**data, "routing": [RoutingRule.model_validate(remote)]})
+    control = {"name": "edges", "provider": "local-sd", "control": {"kind": "edges"}}
+    with pytest.raises(ValidationError, match=r"routing rule edges: routes structure control to provider 'local-sd' "
+                                              r"\(diffusers\), which has no ControlNet input"):
+        ClientProfile(**{**data, "routing": [RoutingRule.model_validate(control)]})
