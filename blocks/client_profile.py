@@ -359,18 +359,12 @@ class ClientProfile(Block):
     def _block_type_of_data(cls, v: object, info: ValidationInfo) -> object:
         return typed_block_data(v, UNION_BLOCK_FIELDS[info.field_name], info.field_name)
 
-    @field_validator("providers", mode="before")
+    @field_validator("providers", "targets", mode="before")
     @classmethod
-    def _provider_types(cls, v: object) -> object:
+    def _named_block_types(cls, v: object, info: ValidationInfo) -> object:
+        union = ProviderBlock if info.field_name == "providers" else TargetBlock
         if isinstance(v, dict):
-            return {k: typed_block_data(b, ProviderBlock, f"providers.{k}") for k, b in v.items()}
-        return v
-
-    @field_validator("targets", mode="before")
-    @classmethod
-    def _target_types(cls, v: object) -> object:
-        if isinstance(v, dict):
-            return {k: typed_block_data(b, TargetBlock, f"targets.{k}") for k, b in v.items()}
+            return {k: typed_block_data(b, union, f"{info.field_name}.{k}") for k, b in v.items()}
         return v
 
     @model_validator(mode="after")
@@ -481,21 +475,22 @@ class ClientProfile(Block):
     def target_names(self) -> list[str]:
         return ["default", *self.targets]
 
+    def _named(self, kind: str, name: str | None):
+        """The `kind` ('provider' / 'target') block a route names: 'default' or unset is the profile's own."""
+        if not name or name == "default":
+            return getattr(self, kind)
+        named = getattr(self, f"{kind}s")
+        if name not in named:
+            raise InvalidInput(f"{kind} {name!r} is not one of client {self.client_id}'s {kind}s {['default', *named]}")
+        return named[name]
+
     def target_block(self, name: str | None) -> "TargetBlock":
         """The publish target a route names ('default' or unset: `target`)."""
-        if not name or name == "default":
-            return self.target
-        if name not in self.targets:
-            raise InvalidInput(f"target {name!r} is not one of client {self.client_id}'s targets {self.target_names()}")
-        return self.targets[name]
+        return self._named("target", name)
 
     def provider_block(self, name: str | None) -> "ProviderBlock":
         """The provider block a route names ('default' or unset: `provider`)."""
-        if not name or name == "default":
-            return self.provider
-        if name not in self.providers:
-            raise InvalidInput(f"provider {name!r} is not one of client {self.client_id}'s providers {self.provider_names()}")
-        return self.providers[name]
+        return self._named("provider", name)
 
     def routed(self, provider: str | None = None, model: str | None = None, gates: dict | None = None,
                target: str | None = None) -> "ClientProfile":

@@ -16,9 +16,10 @@ multiples of 8. LoRAs are local `.safetensors` files (never downloaded here), lo
 with diffusers' `load_lora_weights` (the peft backend) as named adapters kept per
 pipeline and file content, then enabled with their scales for one request and
 disabled for the next request without them: the base weights are never fused or
-changed, so a plain request after a LoRA one gives the same bytes as a fresh pipeline. It runs in-process on CPU or GPU, synchronously: `submit`
-renders (in a worker thread, one job at a time per loaded pipeline) and keeps
-the PNGs for `fetch`. Needs the `diffusers` extra (diffusers, transformers, torch).
+changed, so a plain request after a LoRA one gives the same bytes as a fresh
+pipeline. It runs in-process on CPU or GPU, synchronously: `submit` renders (in
+a worker thread, one job at a time per loaded pipeline) and keeps the PNGs for
+`fetch`. Needs the `diffusers` extra (diffusers, transformers, torch).
 """
 
 from __future__ import annotations
