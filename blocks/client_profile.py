@@ -181,6 +181,8 @@ def rule_problem(profile: "ClientProfile", index: int, rule: RoutingRule) -> str
         elif cond in (None, "", []):
             return f"condition {field} is empty"
     providers = profile.provider_names()
+    if rule.target is not None and rule.target not in profile.target_names():
+        return f"names target {rule.target!r}; the profile's targets: {profile.target_names()}"
     if rule.provider is not None and rule.provider != CHEAPEST and rule.provider not in providers:
         return f"names provider {rule.provider!r}; the profile's providers: {providers} (or {CHEAPEST!r})"
     if rule.params:
@@ -211,13 +213,37 @@ def rule_problem(profile: "ClientProfile", index: int, rule: RoutingRule) -> str
     recipe = next((r for r in profile.recipes if r.name == (rule.recipe or profile.default_recipe)), None)
     loras = [*(recipe.loras if recipe else []), *rule.loras]
     control = rule.control or (recipe.control if recipe else None)
+    if (why := control_model_problem(profile, control)):
+        return why
     targets = providers if rule.provider == CHEAPEST else [rule.provider or "default"]
     for name in targets:
         block = profile.provider if name == "default" else profile.providers[name]
-        if loras and not block.supports_loras:
-            return f"routes LoRAs to provider {name!r} ({block.provider_name}), which cannot apply LoRAs"
-        if control and not block.supports_control:
-            return f"routes structure control to provider {name!r} ({block.provider_name}), which has no ControlNet input"
+        problem = routed_extras_problem(block, loras, control)
+        if problem:
+            return f"routes {problem[0]} to provider {name!r} ({block.provider_name}), {problem[1]}"
+    return None
+
+
+def control_model_problem(profile: "ClientProfile", control) -> str | None:
+    """Why `control` cannot be computed from the source with this profile's models, or None."""
+    if control and control.image is None and control.kind != "edges" and not profile.control_models.get(control.kind):
+        return (f"asks for {control.kind} control computed from the source, but control_models.{control.kind} names "
+                f"no {control.kind} model")
+    return None
+
+
+def routed_extras_problem(block, loras, control) -> tuple[str, str] | None:
+    """(what, why) when `block` cannot take these LoRAs or this structure control, else None."""
+    if loras and not block.supports_loras:
+        return "LoRAs", "which cannot apply LoRAs"
+    for lora in loras:
+        why = block.lora_problem(lora)
+        if why:
+            return f"LoRA {lora.weights!r}", f"but {why}"
+    if control and not block.supports_control:
+        return "structure control", "which has no ControlNet input"
+    if control and (why := block.control_problem(control)):
+        return f"{control.kind} control", f"but {why}"
     return None
 
 
@@ -258,9 +284,16 @@ class ClientProfile(Block):
     timezone: str = Field("UTC", description="The client's IANA time zone: templates' time of day, season and holidays.")
     hemisphere: Literal["north", "south"] = Field("north", description="Which seasons the templates' {{ context.season }} names.")
     holidays: dict[str, str] = Field(default_factory=dict, description="'MM-DD' or 'YYYY-MM-DD' -> holiday name, over the built-in calendar.")
+    control_models: dict[Literal["depth", "pose"], str] = Field(
+        default_factory=dict, description="Structure control computed from the source: the depth model "
+        "(AutoModelForDepthEstimation, e.g. Depth Anything) and the pose model (VitPose), each a local model folder "
+        "or a Hugging Face repo id already in the local cache (nothing is downloaded at run time).")
     pass_rate_floor: float = Field(0.8, ge=0, le=1, description="Cost-aware routing: the least pass rate a cheaper provider needs.")
     pass_rate_min_samples: int = Field(3, ge=1, description="Cost-aware routing: images a provider needs on record before its pass rate counts.")
     target: TargetBlock = Field(default_factory=LocalGallery, description="Where passing images are published.")
+    targets: dict[str, TargetBlock] = Field(
+        default_factory=dict, description="More publish targets by name, for routing rules' `target` (e.g. 'print-s3' "
+        "for channel print; 'default' is `target`).")
     # Required: a profile without its ledger must fail, never fall back to some default file (that
     # would lose the client's history and its idempotency index without a word).
     ledger: Ledger = Field(description="Audit record and idempotency index (required: the client's history lives there).")
@@ -300,13 +333,14 @@ class ClientProfile(Block):
         # Named providers sit one key deeper than Prefect's secret paths reach ("providers.api_token"): the
         # server masks (and, on a form's write-back, restores) everything under `providers` instead.
         if "secret_fields" in schema:
-            kept = [f for f in schema["secret_fields"] if not f.startswith("providers.")]
-            schema["secret_fields"] = kept + ["providers.*"]
+            kept = [f for f in schema["secret_fields"] if not f.startswith(("providers.", "targets."))]
+            schema["secret_fields"] = kept + ["providers.*", "targets.*"]
         refs = schema.get("block_schema_references", {})
-        targets = refs.get("target")
-        if isinstance(targets, list):
-            kept = [r for r in targets if r.get("block_type_slug") != S3Target.get_block_type_slug()]
-            refs["target"] = kept[0] if len(kept) == 1 else kept
+        for field in ("target", "targets"):
+            targets = refs.get(field)
+            if isinstance(targets, list):
+                kept = [r for r in targets if r.get("block_type_slug") != S3Target.get_block_type_slug()]
+                refs[field] = kept[0] if len(kept) == 1 else kept
         return schema
 
     @classmethod
@@ -325,11 +359,12 @@ class ClientProfile(Block):
     def _block_type_of_data(cls, v: object, info: ValidationInfo) -> object:
         return typed_block_data(v, UNION_BLOCK_FIELDS[info.field_name], info.field_name)
 
-    @field_validator("providers", mode="before")
+    @field_validator("providers", "targets", mode="before")
     @classmethod
-    def _provider_types(cls, v: object) -> object:
+    def _named_block_types(cls, v: object, info: ValidationInfo) -> object:
+        union = ProviderBlock if info.field_name == "providers" else TargetBlock
         if isinstance(v, dict):
-            return {k: typed_block_data(b, ProviderBlock, f"providers.{k}") for k, b in v.items()}
+            return {k: typed_block_data(b, union, f"{info.field_name}.{k}") for k, b in v.items()}
         return v
 
     @model_validator(mode="after")
@@ -344,6 +379,12 @@ class ClientProfile(Block):
                 if recipe.control and not self.provider.supports_control:
                     raise ValueError(f"recipe {recipe.name!r} has structure control but the default provider "
                                      f"({self.provider.provider_name}) has no ControlNet input")
+                if (why := control_model_problem(self, recipe.control)):
+                    raise ValueError(f"recipe {recipe.name!r} {why}")
+                problem = routed_extras_problem(self.provider, recipe.loras, recipe.control)
+                if problem:
+                    raise ValueError(f"recipe {recipe.name!r} has {problem[0]} for the default provider "
+                                     f"({self.provider.provider_name}) {problem[1]}")
         return self
 
     @model_validator(mode="after")
@@ -420,6 +461,8 @@ class ClientProfile(Block):
             raise ValueError(f"default_recipe {self.default_recipe!r} is not a recipe; known recipes: {names}")
         if "default" in self.providers:
             raise ValueError("providers may not be named 'default': that name is the profile's `provider`")
+        if "default" in self.targets:
+            raise ValueError("targets may not be named 'default': that name is the profile's `target`")
         for i, rule in enumerate(self.routing):
             problem = rule_problem(self, i, rule)
             if problem:
@@ -429,21 +472,35 @@ class ClientProfile(Block):
     def provider_names(self) -> list[str]:
         return ["default", *self.providers]
 
+    def target_names(self) -> list[str]:
+        return ["default", *self.targets]
+
+    def _named(self, kind: str, name: str | None):
+        """The `kind` ('provider' / 'target') block a route names: 'default' or unset is the profile's own."""
+        if not name or name == "default":
+            return getattr(self, kind)
+        named = getattr(self, f"{kind}s")
+        if name not in named:
+            raise InvalidInput(f"{kind} {name!r} is not one of client {self.client_id}'s {kind}s {['default', *named]}")
+        return named[name]
+
+    def target_block(self, name: str | None) -> "TargetBlock":
+        """The publish target a route names ('default' or unset: `target`)."""
+        return self._named("target", name)
+
     def provider_block(self, name: str | None) -> "ProviderBlock":
         """The provider block a route names ('default' or unset: `provider`)."""
-        if not name or name == "default":
-            return self.provider
-        if name not in self.providers:
-            raise InvalidInput(f"provider {name!r} is not one of client {self.client_id}'s providers {self.provider_names()}")
-        return self.providers[name]
+        return self._named("provider", name)
 
-    def routed(self, provider: str | None = None, model: str | None = None, gates: dict | None = None) -> "ClientProfile":
-        """This profile as one routed asset sees it: its provider block (with the route's model) as `provider`
-        and its gate thresholds, so the stages after planning read `profile.provider` / `profile.gates`."""
+    def routed(self, provider: str | None = None, model: str | None = None, gates: dict | None = None,
+               target: str | None = None) -> "ClientProfile":
+        """This profile as one routed asset sees it: its provider block (with the route's model) as `provider`,
+        its gate thresholds and its publish target, so the stages after planning read `profile.provider` /
+        `profile.gates` / `profile.target`."""
         block = self.provider_block(provider)
         if model and model != block.model:
             block = block.model_copy(update={"model": model})
-        update: dict = {"provider": block}
+        update: dict = {"provider": block, "target": self.target_block(target)}
         if gates:
             update["gates"] = GateThresholds.model_validate({**self.gates.model_dump(), **gates})
         return self.model_copy(update=update)
@@ -459,7 +516,7 @@ class ClientProfile(Block):
 
     def foreign_blocks(self) -> list[str]:
         """Names of saved blocks this profile embeds that belong to another client (see `owns_block`)."""
-        nested = (self.source, self.provider, *self.providers.values(), self.target, self.ledger, self.refiner, self.c2pa_signer,
+        nested = (self.source, self.provider, *self.providers.values(), self.target, *self.targets.values(), self.ledger, self.refiner, self.c2pa_signer,
                   self.aesthetic)
         names = [getattr(b, "_block_document_name", None) for b in nested if b is not None]
         return [n for n in names if n and not is_anonymous_name(n) and not owns_block(self.client_id, n)]

@@ -259,6 +259,8 @@ class ControlSpec(BaseModel):
     kind: Literal["edges", "depth", "pose"] = "edges"
     scale: float = Field(0.8, ge=0, le=2, description="Conditioning scale, 0 to 2.")
     image: str | None = Field(None, description="Reference image URI; unset = computed from the source.")
+    map_sha256: str | None = Field(None, description="Set by the plan when it computed the map from the source: the map's "
+                                   "content hash (`image` then names the map's file; the hash, not the path, keys it).")
 
 
 class GenerationRequest(GenerationParams):
@@ -522,7 +524,7 @@ class RoutingRule(BaseModel):
     such as `de` matches `de-DE`). The first rule whose conditions all hold decides; none: the default recipe
     on the default provider. The rule's recipe is then changed by the rule: provider (a name in the profile's
     providers, `default`, or `cheapest` for cost-aware routing), model, generation parameters, steps added to
-    the chain (before encode), gate thresholds, prompt template, LoRAs, control and seed policy."""
+    the chain (before encode), gate thresholds, prompt template, LoRAs, control, seed policy and the publish target."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -540,6 +542,8 @@ class RoutingRule(BaseModel):
     loras: list[LoraSpec] = Field(default_factory=list, description="LoRAs added to the recipe's.")
     control: ControlSpec | None = None
     seed_policy: Literal["derived", "fixed", "random"] | None = None
+    target: str | None = Field(None, description="Publish to this named target of the profile's `targets` (e.g. "
+                               "'print-s3' for channel print); unset = the profile's `target`.")
 
     def label(self, index: int) -> str:
         return self.name or f"#{index + 1} ({self.match}{' ' + json.dumps(self.when, sort_keys=True) if self.when else ''})"
@@ -940,6 +944,7 @@ class AssetPlan(BaseModel):
     output_key: str | None = None
     params: dict[str, Any] = Field(default_factory=dict, description="The parameters as the ledger and the outputs record them.")
     provider_ref: str = Field("default", description="The profile's name of the routed provider block ('default': `provider`).")
+    target_ref: str = Field("default", description="The profile's name of the routed publish target ('default': `target`).")
     rule: str | None = Field(None, description="The routing rule that decided; None = the default route.")
     template: str | None = Field(None, description="The prompt template (name@version[/locale]) that wrote the prompt.")
     gates: dict[str, Any] = Field(default_factory=dict, description="The route's gate threshold overrides.")

@@ -190,7 +190,8 @@ def asset_pipeline(
             if plan.done.state == "published":  # a crash after the row may have left the source undone
                 settle_source(asset, storage, profile, plan.done)
             return asset_outcome(asset, plan.done, seconds=round(time.monotonic() - started, 3), skipped=True)
-        profile = profile.routed(plan.provider_ref, plan.model, plan.gates)  # the routed provider, model and gates
+        # The routed provider, model, gates and publish target.
+        profile = profile.routed(plan.provider_ref, plan.model, plan.gates, plan.target_ref)
         # Final outputs by output key: a changed chain writes beside, never over, the earlier outputs.
         out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / plan.output_key[:16]  # type: ignore[index]
         with stage("generate", timings), client_url_allow(profile.url_allow):

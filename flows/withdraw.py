@@ -28,7 +28,10 @@ def withdraw_published(client: str, source_uris: list[str], reason: str, delete:
         raise InvalidInput(f"withdrawal for client {client!r} cannot run with the profile of another client")
     rows = profile.ledger.published_rows_for_sources(client, source_uris)
     # One at a time (a CMS rate-limits deletes); async tasks run on Prefect's loop.
-    done = [withdraw_published_row.submit(row_id, row, profile.target, profile.ledger, reason, delete).result()
+    # Each row at the target it was published to: the profile's own, or a named one a routing rule chose.
+    by_key = {t.target_key: t for t in (*profile.targets.values(), profile.target)}
+    done = [withdraw_published_row.submit(row_id, row, by_key.get(row.target_key, profile.target), profile.ledger,
+                                          reason, delete).result()
             for row_id, row in rows]
     taken = [w for w in done if w.withdrawn]
     message = (f"{client}: withdrew {len(taken)} of {len(rows)} published image(s) ({reason})" if rows

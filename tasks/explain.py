@@ -81,6 +81,12 @@ def explain(ref: str, profile: ClientProfile, *, storage: LocalFileSystem | S3Bu
         lines.append(f"gates     {route.gates}")
     if recipe.loras:
         lines.append("loras     " + ", ".join(f"{lo.weights} ×{lo.scale:g}" for lo in recipe.loras))
+    if recipe.control:
+        made = (f"the reference {recipe.control.image}" if recipe.control.image else
+                f"computed from the source ({'Canny' if recipe.control.kind == 'edges' else profile.control_models.get(recipe.control.kind, 'no model')})")
+        lines.append(f"control   {recipe.control.kind} ×{recipe.control.scale:g}, {made}")
+    if route.target != "default":
+        lines.append(f"target    {route.target} → {profile.target_block(route.target).target_name}")
     lines.append(f"template  {prompt.template or 'prompt_template (the profile’s)'}")
     lines.append(f"prompt    {prompt.text}")
     if prompt.caption:

@@ -38,12 +38,15 @@ def generation_key(source_key: str, request: GenerationRequest, provider: str, m
     The request's parameters as the provider receives them (prompt, negative prompt, seed,
     strength, steps, sizes, batch size, which ones were asked for explicitly, LoRAs and control),
     the source's content key (not its path in some work folder), the provider, the model and the
-    prompt template (name@version) that wrote the prompt. LoRAs, control and template are left out
+    prompt template (name@version) that wrote the prompt. A control map computed from the source enters by
+    its bytes' hash (not its file's path). LoRAs, control and template are left out
     while unused, so requests without them keep the keys they always had."""
     params = request.model_dump(exclude={"source_image"})
     for name in ("loras", "control"):
         if not params.get(name):
             params.pop(name, None)
+    if params.get("control", {}).get("map_sha256"):  # a map computed from the source: its bytes, not its work path
+        params["control"] = {k: v for k, v in params["control"].items() if k != "image"}
     key = {"source": source_key, "provider": provider, "model": model, "params": params}
     if template:
         key["template"] = template

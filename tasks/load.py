@@ -160,6 +160,23 @@ def catalog_records(storage: LocalFileSystem | S3Bucket, names: list[str]) -> tu
     return images, records
 
 
+def s3_object_record(storage: S3Bucket, name: str) -> AssetRecord | None:
+    """A record from an S3 source object's own tags and user metadata (`x-amz-meta-*`): a tag `category=mugs`,
+    metadata `x-amz-meta-product-name: Blue Mug` (→ the record's name). Keys take the record's aliases, with
+    dashes read as underscores; a tag wins over metadata of the same name; unknown keys (brandforge's own
+    `brandforge-*` tags among them) are ignored. None when the object has neither."""
+    folder = storage.bucket_folder.strip("/")
+    key = f"{folder}/{name}" if folder else name
+    client = storage.credentials.get_s3_client()
+    try:
+        metadata = client.head_object(Bucket=storage.bucket_name, Key=key).get("Metadata", {})
+        tags = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=storage.bucket_name, Key=key)["TagSet"]}
+    except Exception as exc:  # noqa: BLE001 - botocore's ClientError / EndpointConnectionError alike
+        raise Transient(f"s3://{storage.bucket_name}/{key}: cannot read its tags and metadata: {exc}") from exc
+    fields = {k.lower().replace("-", "_"): v for k, v in {**metadata, **tags}.items()}
+    return AssetRecord.from_mapping(fields, origin="s3") if fields else None
+
+
 def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
     """8-bit RGB in sRGB, whatever came in."""
     icc = img.info.get("icc_profile")
@@ -328,6 +345,11 @@ def load_asset(ref: AssetRef, storage: LocalFileSystem | S3Bucket | None, work_d
     if problem:  # before a byte is read or a generation paid for (the name reaches keys, file names, posts)
         raise AssetRejected(f"source name {ref.name[:80]!r} refused: {problem}")
     data = read_source_bytes(ref, storage)
+    record = ref.record
+    if isinstance(storage, S3Bucket) and urlparse(ref.uri).scheme.lower() == "s3":
+        # The object's tags and metadata under the catalog's own records (manifest, sidecar, CMS entry).
+        tagged = s3_object_record(storage, ref.name)
+        record = tagged.merged(record) if tagged else record
     key = content_hash(data)
     img, fmt, notes = normalise_image(data)
     folder = Path(work_dir) / ref.client / key[:16]
@@ -336,5 +358,5 @@ def load_asset(ref: AssetRef, storage: LocalFileSystem | S3Bucket | None, work_d
     img.save(path, format="PNG")
     return LoadedAsset(
         client=ref.client, uri=ref.uri, name=ref.name, source_key=key, path=str(path.resolve()),
-        width=img.width, height=img.height, original_format=fmt, notes=notes, record=ref.record,
+        width=img.width, height=img.height, original_format=fmt, notes=notes, record=record,
     )

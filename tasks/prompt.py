@@ -25,6 +25,7 @@ from prefect import task
 from pydantic import ValidationError
 
 from brandforge.blocks.client_profile import ClientProfile
+from brandforge.blocks.control_maps import with_control_map
 from brandforge.models import (
     AssetPlan,
     AssetRecord,
@@ -213,6 +214,8 @@ def request_params(request: GenerationRequest, recipe: Recipe, profile: ClientPr
         params["provider_ref"] = planned.route.provider
     if planned.route.rule:
         params["rule"] = planned.route.rule
+    if planned.route.target != "default":
+        params["target_ref"] = planned.route.target
     if prompt.template:
         params["template"] = prompt.template
     if prompt.caption:
@@ -232,13 +235,16 @@ def plan_asset(asset: LoadedAsset, profile: ClientProfile, now: datetime | None 
     block = profile.provider_block(route.provider)
     provider, model = block.provider_name, route.model or block.model
     plan = AssetPlan(recipe=recipe, recipe_key=rkey, provider=provider, model=model, provider_ref=route.provider,
-                     rule=route.rule, gates=route.gates)
+                     rule=route.rule, gates=route.gates, target_ref=route.target)
     done = profile.ledger.finished(asset.client, asset.source_key, rkey)
     if done:
         return plan.model_copy(update={"done": done})
     notes = profile.ledger.regeneration_notes(asset.client, asset.source_key, rkey)
     prompt = write_prompt(asset, recipe, profile, [n for n in notes if n.strip()], template=planned.template, now=now)
     request = make_request(asset, recipe, profile, notes, prompt=prompt, seed=choose_seed(asset, recipe, profile, rkey))
+    # Structure control computed from the source (edges, depth, pose): the map is written next to the source
+    # and its bytes' hash enters the generation key.
+    request = with_control_map(request, Path(asset.path).parent, profile.control_models)
     gkey = generation_key(asset.source_key, request, provider, model, prompt.template)
     routed = block if model == block.model else block.model_copy(update={"model": model})
     snapshot = recipe_snapshot(recipe=recipe, request=request, prompt=prompt.text, template=prompt.template,

@@ -5,7 +5,8 @@ asset's record and size (`when`); the first rule whose conditions all hold decid
 recipe on the default provider. The rule then changes the recipe: provider (a named provider block,
 or `cheapest` — the cheapest provider whose recorded pass rate for this client and recipe is at least
 the profile's floor, the default without enough history), model, generation parameters, added steps
-(e.g. an upscale to 4096 px for `print`), gate thresholds, prompt template, LoRAs, control, seed policy.
+(e.g. an upscale to 4096 px for `print`), gate thresholds, prompt template, LoRAs, control, seed policy, and
+the publish target (a named target of the profile, e.g. `print-s3` for channel `print`).
 `route_for` returns the decision with a trace of every rule (matched, failed with the reason, not
 reached) for `brandforge route --explain`.
 
@@ -51,6 +52,7 @@ class Route:
 
     recipe: Recipe
     provider: str = "default"  # the name in the profile's providers
+    target: str = "default"  # the name in the profile's targets
     model: str | None = None  # the route's model, when it overrides the block's
     gates: dict[str, Any] = field(default_factory=dict)
     template: str | None = None
@@ -167,7 +169,7 @@ def route_for(name: str, profile: ClientProfile, record: AssetRecord | None = No
     i, rule = chosen
     recipe = apply_rule(profile.recipe(rule.recipe or profile.default_recipe), rule)
     route = Route(recipe=recipe, provider=rule.provider or "default", model=rule.model, gates=dict(rule.gates),
-                  template=rule.template, rule=rule.label(i), trace=trace)
+                  template=rule.template, rule=rule.label(i), trace=trace, target=rule.target or "default")
     if rule.provider == CHEAPEST:
         route.provider, route.notes = cheapest_provider(profile, recipe.name, client or profile.client_id)
         route.cost_aware = True
@@ -205,6 +207,8 @@ def recipe_key(recipe: Recipe, profile: ClientProfile, route: Route | None = Non
         key["route_provider"] = route.provider
     if route and route.gates:
         key["gates"] = {**key["gates"], **route.gates}
+    if route and route.target != "default":  # published elsewhere: a new target's copy is made (the pixels are reused)
+        key["route_target"] = route.target
     if template is not None:
         key["template"] = template
     return stable_hash(key)

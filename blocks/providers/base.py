@@ -30,7 +30,8 @@ from typing import Any, Callable, ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from brandforge.models import PARAM_NAMES, GenerationRequest, JobEvent, JobHandle, JobStatus, Rejected, asks_nothing
+from brandforge.models import (PARAM_NAMES, ControlSpec, GenerationRequest, JobEvent, JobHandle, JobStatus, LoraSpec, Rejected,
+                               asks_nothing)
 
 
 class CannotHonour(ValueError):
@@ -128,6 +129,15 @@ class ImageProvider(Block, ABC):
         """Parameter -> `Wire` or `Unsupported`, for every name in `PARAM_NAMES` (may depend on settings)."""
         raise NotImplementedError
 
+    def lora_problem(self, lora: LoraSpec) -> str | None:
+        """Why this block cannot apply `lora`, or None. Asked when a profile is saved (naming the rule or recipe)
+        and before any call; a block that takes LoRAs refines it for the references it can load."""
+        return None if self.supports_loras else f"{self.provider_name} cannot apply LoRAs"
+
+    def control_problem(self, control: ControlSpec) -> str | None:
+        """Why this block cannot take `control`, or None (asked where `lora_problem` is)."""
+        return None if self.supports_control else f"{self.provider_name} has no ControlNet input"
+
     def wire_params(self, request: GenerationRequest) -> dict[str, Any]:
         """{wire name: value} for this request; `Rejected` (before any call) naming every parameter the
         request set explicitly that this provider cannot honour. Unset ones it cannot honour are left out."""
@@ -155,8 +165,12 @@ class ImageProvider(Block, ABC):
                 sent[spec.name] = converted
         if request.loras and not self.supports_loras:
             refused.append(f"loras are not supported by {self.provider_name} (it cannot apply LoRA adapters)")
+        elif request.loras:
+            refused += [f"loras: {why}" for why in map(self.lora_problem, request.loras) if why]
         if request.control and not self.supports_control:
             refused.append(f"control is not supported by {self.provider_name} (it has no ControlNet input)")
+        elif request.control and (why := self.control_problem(request.control)):
+            refused.append(f"control: {why}")
         if refused:
             raise Rejected("; ".join(refused) + "; leave it unset in the recipe or choose a provider that has it",
                            provider=self.provider_name)

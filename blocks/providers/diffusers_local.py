@@ -12,9 +12,14 @@ and each honours its part (reference/providers.md §6):
 | image_guidance_scale | no             | no           | yes (≥ 1)       | yes (≥ 1)            |
 
 width/height resize the source (img2img output follows the input), rounded to
-multiples of 8. It runs in-process on CPU or GPU, synchronously: `submit`
-renders (in a worker thread, one job at a time per loaded pipeline) and keeps
-the PNGs for `fetch`. Needs the `diffusers` extra (diffusers, transformers, torch).
+multiples of 8. LoRAs are local `.safetensors` files (never downloaded here), loaded
+with diffusers' `load_lora_weights` (the peft backend) as named adapters kept per
+pipeline and file content, then enabled with their scales for one request and
+disabled for the next request without them: the base weights are never fused or
+changed, so a plain request after a LoRA one gives the same bytes as a fresh
+pipeline. It runs in-process on CPU or GPU, synchronously: `submit` renders (in
+a worker thread, one job at a time per loaded pipeline) and keeps the PNGs for
+`fetch`. Needs the `diffusers` extra (diffusers, transformers, torch).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pydantic import Field
 from brandforge.blocks.providers.base import CannotHonour, Unsupported, Wire, WireMap
 from brandforge.blocks.providers.hosted import SynchronousProvider
 from brandforge.blocks.providers.http import prepare_source
-from brandforge.models import GenerationRequest, JobHandle, Rejected, Transient, stable_hash
+from brandforge.models import GenerationRequest, JobHandle, LoraSpec, Rejected, Transient, content_hash, stable_hash
 
 logger = logging.getLogger("brandforge.providers")
 
@@ -71,6 +76,31 @@ def _at_least_one(value: float) -> float:
 # a pipeline object is not safe to call from two threads at once.
 _PIPELINES: dict[tuple[str, str, str, str], tuple[Any, threading.Lock]] = {}
 _LOAD_LOCK = threading.Lock()
+# LoRA adapters loaded into each pipeline (by id), most recently used last; at most MAX_LOADED_LORAS
+# stay loaded per pipeline (the least recently used is deleted first).
+_ADAPTERS: dict[int, list[str]] = {}
+MAX_LOADED_LORAS = 8
+
+
+def lora_file(weights: str) -> Path:
+    """The local file a LoRA reference names (a path or file:// URI)."""
+    return Path(weights.removeprefix("file://")).expanduser()
+
+
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+def lora_fingerprint(path: Path) -> str:
+    """An adapter name for the file's content (a changed file is a new adapter, never a stale one); hashed
+    once per (path, size, mtime): LoRA files run to hundreds of MB."""
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _FINGERPRINTS:
+            _FINGERPRINTS[key] = "lora_" + content_hash(path.read_bytes())[:16]
+    except OSError as exc:
+        raise Rejected(f"loras: cannot read LoRA file {str(path)!r}: {exc}", provider="diffusers") from exc
+    return _FINGERPRINTS[key]
 
 
 class DiffusersProvider(SynchronousProvider):
@@ -81,6 +111,7 @@ class DiffusersProvider(SynchronousProvider):
     _description = "Image-to-image with a local diffusers pipeline folder (SD 1.5, SDXL, InstructPix2Pix), CPU or GPU."
 
     provider_name: ClassVar[str] = "diffusers"
+    supports_loras: ClassVar[bool] = True
     # In-process: nothing to share across workers, and the pipeline lock already serialises the device.
     uses_shared_limits: ClassVar[bool] = False
 
@@ -161,6 +192,42 @@ class DiffusersProvider(SynchronousProvider):
             pipe, lock = _PIPELINES[key]
         return pipe, lock, device
 
+    def lora_problem(self, lora: LoraSpec) -> str | None:
+        if lora.weights.startswith(("http://", "https://")) or not lora.weights.endswith(".safetensors"):
+            return ("diffusers loads local LoRA files only: give a path to a .safetensors file "
+                    f"(got {lora.weights!r}; nothing is downloaded at run time)")
+        return None
+
+    def _set_loras(self, pipe: Any, loras: tuple[LoraSpec, ...]) -> None:
+        """Enable exactly these adapters with their scales (loading the missing ones), or disable all.
+        Called under the pipeline's lock, just before it runs."""
+        loaded = _ADAPTERS.setdefault(id(pipe), [])
+        if not loras:
+            if loaded:
+                pipe.disable_lora()
+            return
+        scales: dict[str, float] = {}
+        for lora in loras:
+            name = lora_fingerprint(lora_file(lora.weights))
+            scales[name] = scales.get(name, 0.0) + lora.scale  # the same file twice: one adapter, scales summed
+            if name in loaded:
+                loaded.remove(name)
+            else:
+                try:
+                    pipe.load_lora_weights(str(lora_file(lora.weights)), adapter_name=name)
+                except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                    if name in (pipe.get_list_adapters() or {}).get("unet", []):
+                        pipe.delete_adapters([name])
+                    raise Rejected(f"loras: {lora.weights!r} does not load into this {self.kind()} pipeline: {exc}",
+                                   provider=self.provider_name) from exc
+            loaded.append(name)
+        stale = [n for n in loaded[:-MAX_LOADED_LORAS] if n not in scales]
+        if stale:
+            pipe.delete_adapters(stale)
+            loaded[:] = [n for n in loaded if n not in stale]
+        pipe.enable_lora()
+        pipe.set_adapters(list(scales), adapter_weights=list(scales.values()))
+
     # ------------------------------------------------------------------ mapping
 
     def call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
@@ -199,6 +266,7 @@ class DiffusersProvider(SynchronousProvider):
         generator = torch.Generator(device="cpu" if device == "mps" else device)
         generator.manual_seed(request.seed if request.seed is not None else 0)
         with lock:
+            self._set_loras(pipe, request.loras)
             try:
                 result = pipe(image=image, generator=generator, **kwargs)
             except torch.cuda.OutOfMemoryError as exc:  # type: ignore[attr-defined]
@@ -217,8 +285,10 @@ class DiffusersProvider(SynchronousProvider):
 
     async def submit(self, request: GenerationRequest) -> JobHandle:
         self.check_request(request)
+        # The LoRA files' content, not only their paths: a retrained file at the same path is a new job.
+        adapters = [lora_fingerprint(lora_file(lo.weights)) for lo in request.loras]
         job_id = stable_hash({"model": str(Path(self.model_path).resolve()), "kind": self.kind(),
-                              "request": request.model_dump()})[:24]
+                              "request": request.model_dump(), **({"adapters": adapters} if adapters else {})})[:24]
         if self.stored_job(job_id) is None:
             images = await asyncio.to_thread(self.render, request)
             self.store_job(job_id, images)

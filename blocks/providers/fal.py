@@ -28,8 +28,8 @@ from pydantic import Field
 from brandforge.blocks.http import json_of, send, send_sync
 from brandforge.blocks.providers.base import Unsupported, Wire, WireMap
 from brandforge.blocks.providers.hosted import HostedProvider
-from brandforge.blocks.providers.http import data_uri, download, is_remote, prepare_source
-from brandforge.models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
+from brandforge.blocks.providers.http import control_reference, data_uri, download, is_remote, prepare_source
+from brandforge.models import ControlSpec, GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
 
 _JWKS_CACHE: dict[str, tuple[float, list[Ed25519PublicKey]]] = {}
 _JWKS_LOCK = threading.Lock()
@@ -73,6 +73,7 @@ class FalProvider(HostedProvider):
 
     provider_name: ClassVar[str] = "fal"
     supports_loras: ClassVar[bool] = True
+    supports_control: ClassVar[bool] = True  # on the flux-general endpoints, with a ControlNet per kind (control_problem)
     supports_webhooks: ClassVar[bool] = True
 
     base_url: str = "https://queue.fal.run"
@@ -81,6 +82,9 @@ class FalProvider(HostedProvider):
                           description="Where fal publishes its webhook keys (two URLs are in use; configurable).")
     webhook_tolerance_s: float = Field(300.0, gt=0, description="Oldest webhook timestamp accepted (replay guard).")
     extra_input: dict[str, Any] = Field(default_factory=dict, description="Model-specific inputs sent as they are.")
+    controlnet_paths: dict[str, str] = Field(
+        default_factory=dict, description="Structure control on fal-ai/flux-general: the ControlNet weights (URL or "
+        "Hugging Face repo) per control kind, e.g. {'edges': …canny…, 'depth': …, 'pose': …}.")
     # fal limits concurrency per account, not requests per minute; queued requests wait, they are not refused.
     requests_per_minute: int = 600
     price_per_image_usd: float = 0.003
@@ -109,10 +113,26 @@ class FalProvider(HostedProvider):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self.token()}"}
 
+    def control_problem(self, control: ControlSpec) -> str | None:
+        if "flux-general" not in self.model:
+            return (f"fal takes ControlNets on its fal-ai/flux-general endpoints only (model is {self.model!r}); "
+                    "use e.g. fal-ai/flux-general/image-to-image")
+        if not self.controlnet_paths.get(control.kind):
+            return f"the fal block's controlnet_paths.{control.kind} names no ControlNet for {control.kind} control"
+        return None
+
     def build_input(self, request: GenerationRequest, image: str) -> dict[str, Any]:
         body: dict[str, Any] = {"image_url": image, "prompt": request.prompt, **self.wire_params(request)}
         if request.loras:  # fal's LoRA endpoints (flux-lora, sdxl …) take `loras: [{path, scale}]`
             body["loras"] = [{"path": lo.weights, "scale": lo.scale} for lo in request.loras]
+        if request.control:
+            # fal-ai/flux-general(/image-to-image) takes `controlnets: [ControlNet]` (one at a time), ControlNet being
+            # {path: the ControlNet weights, image_url: the control image, conditioning_scale (default 1),
+            # start_percentage, end_percentage, mask_url}: fal's API page for the endpoint and its generated
+            # client types (fal-ai/fal-js libs/client/src/types/endpoints.ts, FluxGeneralImageToImageInput).
+            body["controlnets"] = [{"path": self.controlnet_paths[request.control.kind],
+                                    "image_url": control_reference(request, provider=self.provider_name),
+                                    "conditioning_scale": request.control.scale}]
         if not self._is_flux:
             body["format"] = "png"
             if request.width and request.height:

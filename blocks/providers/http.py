@@ -64,6 +64,23 @@ def edge_map(png: bytes) -> bytes:
     return buf.getvalue()
 
 
+def control_reference(request: GenerationRequest, *, provider: str) -> str:
+    """The structure-control image as a provider's wire takes it: a remote reference as given; a local one
+    (the map the plan computed from the source, or a given file) as a data URI; Canny edges computed now when
+    nothing was given. Depth and pose are never computed here: the plan does that with the profile's models."""
+    control = request.control
+    assert control is not None
+    if control.image and is_remote(control.image):
+        return control.image
+    if control.image:
+        return data_uri(read_source(control.image, provider=provider))
+    if control.kind == "edges":
+        return data_uri(edge_map(prepare_source(request, provider=provider)))
+    raise Rejected(f"control: {provider} computes no {control.kind} map from the source itself; the plan computes it "
+                   f"with the profile's control_models.{control.kind}, or give control.image (a reference image)",
+                   provider=provider)
+
+
 def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 

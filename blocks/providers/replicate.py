@@ -35,7 +35,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from brandforge.blocks.http import json_of, send
 from brandforge.blocks.providers.base import ImageRefiner, Unsupported, Wire, WireMap, at_most, renamed_fields, sniff_mime
 from brandforge.blocks.providers.hosted import HostedProvider
-from brandforge.blocks.providers.http import data_uri, download, edge_map, is_remote, prepare_source
+from brandforge.blocks.providers.http import control_reference, data_uri, download, is_remote, prepare_source
 from brandforge.models import GenerationRequest, JobEvent, JobHandle, JobState, JobStatus, Rejected, Transient
 
 _STATES = {
@@ -206,12 +206,8 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
                                provider=self.provider_name)
             inputs.update(lora_weights=request.loras[0].weights, lora_scale=request.loras[0].scale)
         if request.control:  # ControlNet models on Replicate: a reference image and its conditioning scale
-            control = request.control
-            if control.image is None and control.kind != "edges":
-                raise Rejected(f"control: replicate computes no {control.kind} map from the source; give control.image "
-                               "(a reference image) or use kind 'edges'", provider=self.provider_name)
-            reference = control.image or data_uri(edge_map(prepare_source(request, provider=self.provider_name)))
-            inputs.update(control_image=reference, controlnet_conditioning_scale=control.scale)
+            inputs.update(control_image=control_reference(request, provider=self.provider_name),
+                          controlnet_conditioning_scale=request.control.scale)
         inputs = {self.input_names.get(k, k): v for k, v in inputs.items()}
         return {**inputs, **self.extra_input}
 

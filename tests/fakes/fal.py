@@ -32,6 +32,12 @@ SDXL_INPUTS = {"image_url", "prompt", "negative_prompt", "strength", "num_infere
                "expand_prompt", "safety_checker_version"}
 FLUX_INPUTS = {"image_url", "prompt", "strength", "num_inference_steps", "guidance_scale", "seed", "num_images",
                "output_format", "enable_safety_checker", "sync_mode", "acceleration"}
+# fal-ai/flux-general(/image-to-image): FLUX dev with LoRAs and ControlNets (fal-js endpoints.ts,
+# FluxGeneralImageToImageInput; ControlNet = {path, image_url, mask_url?, conditioning_scale?, start_percentage?,
+# end_percentage?, config_url?, variant?}, "only one controlnet is supported at the moment").
+FLUX_GENERAL_INPUTS = FLUX_INPUTS | {"loras", "controlnets", "controlnet_unions", "image_size"}
+CONTROLNET_FIELDS = {"path", "image_url", "mask_url", "conditioning_scale", "start_percentage", "end_percentage",
+                     "config_url", "variant", "ip_adapter_index"}
 CONTENT_POLICY = "The content could not be processed because it contained material flagged by a content checker."
 
 
@@ -48,6 +54,7 @@ class FakeFal(FakeProvider):
         # Fixed key: a JWKS cached by URL stays right even if a later fake reuses the port.
         self.signing_key = Ed25519PrivateKey.from_private_bytes(b"fake-fal-webhook-signing-key-32b")
         self.forger_key = Ed25519PrivateKey.generate()
+        self.control_images: list[bytes] = []  # each ControlNet image received, decoded
         super().__init__(knobs)
 
     def jwks(self) -> dict[str, Any]:
@@ -119,9 +126,11 @@ class FakeFal(FakeProvider):
         except ValueError:
             return JSONResponse({"detail": [{"loc": ["body"], "msg": "Invalid JSON", "type": "value_error.jsondecode"}]},
                                 status_code=422)
-        schema = FLUX_INPUTS if "flux" in app else SDXL_INPUTS
+        schema = FLUX_GENERAL_INPUTS if app == "flux-general" else FLUX_INPUTS if "flux" in app else SDXL_INPUTS
         errors = [{"loc": ["body", k], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
                   for k in body if k not in schema]
+        if "controlnets" in body and schema is FLUX_GENERAL_INPUTS:
+            errors += await self._controlnet_errors(body["controlnets"])
         errors += [{"loc": ["body", k], "msg": "Field required", "type": "missing"} for k in ("image_url", "prompt")
                    if k not in body]
         if "strength" in body and not 0 < float(body["strength"]) <= 1:
@@ -150,6 +159,32 @@ class FakeFal(FakeProvider):
             return JSONResponse({"request_id": job.id, "gateway_request_id": job.id})
         return JSONResponse({"status": "IN_QUEUE", "request_id": job.id, "gateway_request_id": job.id,
                              **self._urls(owner, app, job.id), "queue_position": 0})
+
+    async def _controlnet_errors(self, controlnets: Any) -> list[dict[str, Any]]:
+        """FastAPI-style errors for a `controlnets` list that is not fal's shape (each control image is loaded)."""
+        def error(loc: list, msg: str, kind: str) -> dict[str, Any]:
+            return {"loc": ["body", "controlnets", *loc], "msg": msg, "type": kind}
+
+        if not isinstance(controlnets, list):
+            return [error([], "Input should be a valid list", "list_type")]
+        if len(controlnets) > 1:
+            return [error([], "only one controlnet is supported at the moment", "value_error")]
+        errors = []
+        for i, cn in enumerate(controlnets):
+            if not isinstance(cn, dict):
+                errors.append(error([i], "Input should be a valid dictionary", "dict_type"))
+                continue
+            errors += [error([i, k], "Extra inputs are not permitted", "extra_forbidden") for k in cn if k not in CONTROLNET_FIELDS]
+            errors += [error([i, k], "Field required", "missing") for k in ("path", "image_url") if not cn.get(k)]
+            scale = cn.get("conditioning_scale", 1.0)
+            if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+                errors.append(error([i, "conditioning_scale"], "Input should be a valid number", "float_type"))
+            if cn.get("image_url"):
+                try:
+                    self.control_images.append(await fetch_url(cn["image_url"]))
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(error([i, "image_url"], f"could not load image: {exc}", "image_load_error"))
+        return errors
 
     def _job(self, request: Request) -> Job | None:
         job = self.jobs.get(request.path_params["id"])

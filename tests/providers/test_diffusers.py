@@ -10,9 +10,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from brandforge.blocks.providers.diffusers_local import DiffusersProvider  # noqa: E402
-from brandforge.models import Rejected  # noqa: E402
+from brandforge.models import ControlSpec, LoraSpec, Rejected  # noqa: E402
 from brandforge.tasks.generate import run_generation  # noqa: E402
-from tests.providers.tiny_diffusers import build_sd15, build_sdxl  # noqa: E402
+from tests.providers.tiny_diffusers import build_sd15, build_sdxl, build_unet_lora  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,41 @@ def test_not_a_pipeline_folder_is_rejected_clearly(tmp_path, make_request):
     block = DiffusersProvider(model_path=str(tmp_path), device="cpu")
     with pytest.raises(Rejected, match="not a diffusers pipeline folder"):
         run(block, make_request())
+
+
+def test_lora_changes_the_output_scale_zero_does_not_and_nothing_leaks(models, make_request, tmp_path):
+    """A local LoRA file through load_lora_weights: it changes the pixels; scale 0 is the plain output; a plain
+    request after LoRA requests on the same (cached) pipeline equals a fresh pipeline's output, byte for byte."""
+    lora = build_unet_lora(models["sd15"], tmp_path / "loras" / "brand.safetensors")
+    other = build_unet_lora(models["sd15"], tmp_path / "loras" / "other.safetensors", seed=2)
+    base = dict(steps=2, strength=0.6, width=64, height=64)
+    # A copy of the model folder: its pipeline is loaded fresh (the cache is per folder), never touched by a LoRA.
+    fresh_folder = tmp_path / "fresh"
+    __import__("shutil").copytree(models["sd15"], fresh_folder)
+    fresh = DiffusersProvider(model_path=str(fresh_folder), device="cpu", job_dir=str(tmp_path / "fresh-jobs"))
+    _, plain, _ = run(fresh, make_request(**base))
+
+    block = DiffusersProvider(model_path=str(models["sd15"]), device="cpu", job_dir=str(tmp_path / "jobs"))
+    _, with_lora, _ = run(block, make_request(**base, loras=(LoraSpec(weights=str(lora), scale=1.0),)))
+    _, with_both, _ = run(block, make_request(**base, loras=(LoraSpec(weights=f"file://{lora}", scale=0.5),
+                                                              LoraSpec(weights=str(other), scale=0.7))))
+    _, scale_zero, _ = run(block, make_request(**base, loras=(LoraSpec(weights=str(lora), scale=0.0),)))
+    _, after, _ = run(block, make_request(**base))
+    assert with_lora[0].tobytes() != plain[0].tobytes()
+    assert with_both[0].tobytes() not in (plain[0].tobytes(), with_lora[0].tobytes())
+    assert scale_zero[0].tobytes() == plain[0].tobytes()
+    assert after[0].tobytes() == plain[0].tobytes()  # no LoRA weights leaked into the cached pipeline
+    _, again, _ = run(block, make_request(**base, loras=(LoraSpec(weights=str(lora), scale=1.0),), seed=1235))
+    _, again2, _ = run(block, make_request(**base, loras=(LoraSpec(weights=str(lora), scale=1.0),), seed=1235))
+    assert again[0].tobytes() == again2[0].tobytes()  # the cached adapter, re-enabled: reproducible
+
+
+def test_diffusers_refuses_remote_loras_and_control_and_says_so(models, make_request, tmp_path):
+    block = DiffusersProvider(model_path=str(models["sd15"]), device="cpu", job_dir=str(tmp_path / "j"))
+    with pytest.raises(Rejected, match=r"loras: diffusers loads local LoRA files only.*https://example.com/x.safetensors"):
+        block.check_request(make_request(loras=(LoraSpec(weights="https://example.com/x.safetensors"),)))
+    with pytest.raises(Rejected, match="control is not supported by diffusers"):
+        block.check_request(make_request(control=ControlSpec(kind="edges")))
+    with pytest.raises(Rejected, match="cannot read LoRA file"):
+        run(block, make_request(steps=2, loras=(LoraSpec(weights=str(tmp_path / "missing.safetensors")),)))
+    assert block.lora_problem(LoraSpec(weights=str(tmp_path / "brand.safetensors"))) is None

@@ -84,3 +84,22 @@ def build_sdxl(folder: Path) -> Path:
         scheduler=scheduler, add_watermarker=False)
     pipe.save_pretrained(str(folder))
     return folder
+
+
+def build_unet_lora(pipeline_folder: Path, out: Path, *, seed: int = 1, rank: int = 4) -> Path:
+    """A random LoRA for the UNet of a tiny SD 1.5 pipeline, as a diffusers `.safetensors` file.
+
+    peft's `init_lora_weights=False` leaves both matrices random (its default zeroes B, a no-op LoRA)."""
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(str(pipeline_folder), subfolder="unet", local_files_only=True)
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionImg2ImgPipeline.save_lora_weights(str(out.parent), unet_lora_layers=layers, weight_name=out.name)
+    return out

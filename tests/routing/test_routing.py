@@ -227,9 +227,9 @@ def test_control_reaches_replicate_as_an_edge_map_and_is_refused_elsewhere(demo_
     depth = Recipe(name="r", control=ControlSpec(kind="depth")).generation_request(source_image=f"file://{src}", prompt="p")
     with pytest.raises(Rejected, match="replicate computes no depth map"):
         ReplicateProvider(api_key=SecretStr("k")).build_input(depth, "data:,")
-    with pytest.raises(Rejected, match="control is not supported by fal"):
+    with pytest.raises(Rejected, match="control: fal takes ControlNets on its fal-ai/flux-general endpoints only"):
         FalProvider(api_key=SecretStr("k"), model=FLUX).check_request(request)
-    with pytest.raises(ValidationError, match="routes structure control to provider 'fal'"):
+    with pytest.raises(ValidationError, match="routes edges control to provider 'fal' \\(fal\\), but fal takes ControlNets"):
         with_rules(demo_profile, [{"name": "r1", "provider": "fal", "control": {"kind": "edges"}}])
     # Control is part of the generation key (plain requests keep theirs).
     assert "control" in request.model_dump() and with_rules(demo_profile, [{"name": "r1", "provider": "replicate",
