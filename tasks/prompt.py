@@ -248,7 +248,8 @@ def plan_asset(asset: LoadedAsset, profile: ClientProfile, now: datetime | None 
     gkey = generation_key(asset.source_key, request, provider, model, prompt.template)
     routed = block if model == block.model else block.model_copy(update={"model": model})
     snapshot = recipe_snapshot(recipe=recipe, request=request, prompt=prompt.text, template=prompt.template,
-                               caption=prompt.caption, provider=routed, provider_ref=route.provider, profile=profile)
+                               caption=prompt.caption, provider=routed, provider_ref=route.provider, profile=profile,
+                               target=profile.target_block(route.target))
     return plan.model_copy(update={"request": request, "generation_key": gkey, "output_key": output_key(gkey, rkey),
                                    "params": request_params(request, recipe, profile, planned, prompt),
                                    "template": prompt.template, "caption": prompt.caption, "snapshot": snapshot})

@@ -107,9 +107,10 @@ def encode_settings(chain: list[StepSpec], output_format: str) -> dict[str, Any]
 
 
 def recipe_snapshot(*, recipe: Recipe, request: GenerationRequest, prompt: str, template: str | None, caption: str | None,
-                    provider: Any, provider_ref: str, profile: Any) -> RecipeSnapshot:
-    """The snapshot of one planned asset (its generation's outcome is added by `tasks.ledger.ledger_entry`)."""
-    target = getattr(profile, "target", None)
+                    provider: Any, provider_ref: str, profile: Any, target: Any = None) -> RecipeSnapshot:
+    """The snapshot of one planned asset (its generation's outcome is added by `tasks.ledger.ledger_entry`);
+    `target`: the routed publish target (unset: the profile's own)."""
+    target = target if target is not None else getattr(profile, "target", None)
     return RecipeSnapshot(
         template=template, prompt=prompt, caption=caption, request=request,
         provider=provider_snapshot(provider, provider_ref, request),

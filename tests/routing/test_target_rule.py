@@ -43,6 +43,9 @@ def test_the_asset_publishes_to_the_rules_target(demo_profile, demo_state, s3_bu
     ledger = Ledger(url=profile.ledger.url)
     row = ledger.published_for_generation("demo", profile.targets["print-s3"].target_key, printed.generation_key)
     assert row and row.published_url.startswith(f"s3://{s3_bucket_block.bucket_name}/") and row.params["target_ref"] == "print-s3"
+    # The replay record names the routed target, not the profile's own.
+    assert row.recipe_snapshot.target.startswith(profile.targets["print-s3"].target_name + " "), row.recipe_snapshot.target
+    assert profile.targets["print-s3"].target_name != profile.target.target_name
 
     web = run("coffee-cup.jpg")  # no print channel: the profile's own target (the gallery)
     assert web.state == "published"
