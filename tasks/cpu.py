@@ -17,29 +17,24 @@ CPU_SLOTS = int(os.environ.get("BRANDFORGE_CPU_SLOTS", str(os.cpu_count() or 2))
 cpu_slot = threading.BoundedSemaphore(max(1, CPU_SLOTS))
 
 
-# glibc's malloc gives each thread that allocates its own arena (up to 8 per core) and raises its
-# mmap threshold as big blocks are freed, so decoded images end up in arenas that never shrink:
-# `bench/catalog.py -n 40` peaked at 1061 MB. Two arenas and a fixed 1 MiB mmap threshold (every
-# image buffer mmapped, hence returned on free) gave 560 MB for the same run, at the same speed
-# within noise. Set here because every process that does pixel work imports this module;
-# MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ in the environment win; BRANDFORGE_BOUND_HEAP=0 turns it off.
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+# glibc's malloc gives each thread that allocates its own arena (up to 8 per core), and freed
+# image buffers stay in whichever arena held them: `bench/catalog.py -n 40 --only prefect` peaked
+# at 873–1061 MB. Two arenas: 628 MB in the same time, side by side (147.4 s against 147.9 s).
+# A fixed 1 MiB mmap threshold as well gave 543–560 MB but took 9–22 % longer, so it is not set.
+# Set here because every process that does pixel work imports this module; MALLOC_ARENA_MAX in
+# the environment wins, BRANDFORGE_BOUND_HEAP=0 turns it off.
+_M_ARENA_MAX = -8
 
 
-def bound_heap(arenas: int = 2, mmap_threshold: int = 1 << 20) -> bool:
-    """Apply the malloc settings above (glibc only); True when they were applied."""
-    if os.environ.get("BRANDFORGE_BOUND_HEAP", "1") == "0":
+def bound_heap(arenas: int = 2) -> bool:
+    """Cap malloc's arenas as above (glibc only); True when applied."""
+    if os.environ.get("BRANDFORGE_BOUND_HEAP", "1") == "0" or "MALLOC_ARENA_MAX" in os.environ:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (macOS, musl): nothing to tune
         return False
-    applied = False
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        applied = bool(libc.mallopt(_M_ARENA_MAX, arenas))
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) or applied
-    return applied
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
 
 
 bound_heap()
