@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -54,9 +55,17 @@ def srgb_profile() -> ImageCms.ImageCmsProfile:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
+# The ICC header's creation time (bytes 24-35: six big-endian uint16). lcms stamps the current
+# second, which made two encodes of the same pixels differ across processes (a replay's bytes).
+ICC_DATE = struct.pack(">6H", 2024, 1, 1, 0, 0, 0)
+
+
 @lru_cache(maxsize=1)
 def srgb_icc() -> bytes:
-    return srgb_profile().tobytes()
+    """The sRGB profile embedded in every output, byte-identical in every process (fixed date; lcms
+    leaves the profile ID, which would hash the date, at zero)."""
+    icc = srgb_profile().tobytes()
+    return icc[:24] + ICC_DATE + icc[36:]
 
 
 def to_srgb(image: Image.Image) -> Image.Image:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -141,3 +144,13 @@ def test_bad_key_is_a_clear_error(tmp_path, ca):
     image, _ = subject_scene((64, 64))
     with pytest.raises(InvalidInput, match="C2PA signing failed"):
         encode_image(image, tmp_path / "s", "jpeg", EncodeParams(), PARAMS, signer=wrong)
+
+
+def test_embedded_icc_profile_is_the_same_bytes_in_every_process():
+    """lcms stamps the current second into a new profile: two processes encoding the same pixels a
+    second apart wrote different files, so `brandforge replay` reported different bytes."""
+    code = "from brandforge.tasks.postprocess.encode import srgb_icc; print(srgb_icc().hex())"
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    time.sleep(1.1)
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert first == second and len(first) > 200
