@@ -11,16 +11,23 @@ decodable, seeded images. Knobs (all per fake instance, changeable mid-test):
 - `faults`: a queue consumed one per API request: "429", "500", "503",
   "timeout" (hangs `hang_s`), "malformed" (a truncated JSON body);
   `output_faults`: consumed one per output download: "corrupt", "500";
-- `error_rate_5xx`, `timeout_rate`, `malformed_rate`, `corrupt_rate`: the same
-  faults at random (seeded), for benchmarks;
+- `error_rate_5xx`, `timeout_rate`, `rate_429`, `malformed_rate`, `corrupt_rate`: the
+  same faults at random (seeded by `seed`), for benchmarks and the soak; a random
+  429 asks for `retry_after_s`;
 - `content_filter_word`: a prompt containing it is refused the provider's way;
-- `webhook`: "on_time", "late", "duplicate", "lost" or "forged".
+- `webhook`: "on_time", "late", "duplicate", "lost" or "forged"; or, per job at
+  random, `webhook_lost_rate`, `webhook_duplicate_rate`, `webhook_forged_rate`
+  (the rest as `webhook` says).
+
+Each job records `extra["source_sha256"]`, so a test can tell two billed jobs
+of one generation (same source bytes, same inputs) apart from two generations.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import random
 import threading
@@ -52,10 +59,15 @@ class Knobs:
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
     corrupt_rate: float = 0.0
+    rate_429: float = 0.0
+    retry_after_s: float = 1.0
     hang_s: float = 3.0
     content_filter_word: str = "forbidden"
     webhook: str = "on_time"
     webhook_late_s: float = 1.0
+    webhook_lost_rate: float = 0.0
+    webhook_duplicate_rate: float = 0.0
+    webhook_forged_rate: float = 0.0
     seed: int = 0
 
 
@@ -127,6 +139,8 @@ class FakeProvider:
             return "500"
         if r < k.error_rate_5xx + k.timeout_rate:
             return "timeout"
+        if r < k.error_rate_5xx + k.timeout_rate + k.rate_429:
+            return f"429:{k.retry_after_s:.3f}"
         if limited:
             wait = self.take_token()
             if wait is not None:
@@ -172,6 +186,7 @@ class FakeProvider:
         now = time.monotonic()
         job = Job(id=job_id or uuid.uuid4().hex[:26], created=now, ready_at=now + self.knobs.latency_s,
                   params=params, webhook=webhook)
+        job.extra["source_sha256"] = hashlib.sha256(source).hexdigest() if source is not None else None
         prompt = (request.prompt if request else "") or ""
         if self.knobs.content_filter_word and self.knobs.content_filter_word in prompt.lower():
             job.error = "content_filtered"
@@ -190,7 +205,7 @@ class FakeProvider:
     def deliver_later(self, job: Job, url: str, build: Callable[[Job, bool], tuple[dict[str, str], bytes]]) -> None:
         """Send the job's completion webhook as the `webhook` knob says. `build(job, forged)`
         returns the headers and raw body of one delivery."""
-        mode = self.knobs.webhook
+        mode = self.webhook_mode()
 
         async def run() -> None:
             await asyncio.sleep(max(0.0, job.ready_at - time.monotonic()))
@@ -208,6 +223,18 @@ class FakeProvider:
         task = asyncio.get_running_loop().create_task(run())
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
+
+    def webhook_mode(self) -> str:
+        """This job's delivery: one of the random modes by their rates, else the `webhook` knob."""
+        k = self.knobs
+        if not (k.webhook_lost_rate or k.webhook_duplicate_rate or k.webhook_forged_rate):
+            return k.webhook  # no draw: seeded runs without these rates keep their sequence
+        r = self.rng.random()
+        for mode, rate in (("lost", k.webhook_lost_rate), ("duplicate", k.webhook_duplicate_rate), ("forged", k.webhook_forged_rate)):
+            if r < rate:
+                return mode
+            r -= rate
+        return k.webhook
 
 
 async def post(url: str, headers: dict[str, str], body: bytes) -> int | None:
