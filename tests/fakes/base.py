@@ -13,7 +13,8 @@ decodable, seeded images. Knobs (all per fake instance, changeable mid-test):
   `output_faults`: consumed one per output download: "corrupt", "500";
 - `error_rate_5xx`, `timeout_rate`, `rate_429`, `malformed_rate`, `corrupt_rate`: the
   same faults at random (seeded by `seed`), for benchmarks and the soak; a random
-  429 asks for `retry_after_s`;
+  429 asks for `retry_after_s`; `lost_answer_rate`: a submit is accepted (and
+  billed), then its answer hangs `hang_s` and ends in a 504 (Replicate's fake);
 - `content_filter_word`: a prompt containing it is refused the provider's way;
 - `webhook`: "on_time", "late", "duplicate", "lost" or "forged"; or, per job at
   random, `webhook_lost_rate`, `webhook_duplicate_rate`, `webhook_forged_rate`
@@ -61,6 +62,7 @@ class Knobs:
     corrupt_rate: float = 0.0
     rate_429: float = 0.0
     retry_after_s: float = 1.0
+    lost_answer_rate: float = 0.0
     hang_s: float = 3.0
     content_filter_word: str = "forbidden"
     webhook: str = "on_time"
@@ -165,6 +167,14 @@ class FakeProvider:
         code = int(fault) if fault.isdigit() else 500
         return JSONResponse({"detail": "Internal server error"}, status_code=code)
 
+    async def lose_answer(self) -> Response | None:
+        """After a job was accepted: with `lost_answer_rate`, hang and answer 504, as if the answer got lost."""
+        if not self.knobs.lost_answer_rate or self.rng.random() >= self.knobs.lost_answer_rate:
+            return None
+        await asyncio.sleep(self.knobs.hang_s)
+        self.stats["5xx"] += 1
+        return JSONResponse({"detail": "upstream timed out"}, status_code=504)
+
     def malformed_now(self) -> bool:
         return self.rng.random() < self.knobs.malformed_rate
 
@@ -181,15 +191,31 @@ class FakeProvider:
 
     # ------------------------------------------------------------------ jobs and pixels
 
+    async def new_job_async(self, params: dict[str, Any], *, source: bytes | None, request: GenerationRequest | None,
+                            count: int, webhook: str | None = None) -> Job:
+        """`new_job` with the pixels drawn on a worker thread: the fake keeps answering other requests
+        meanwhile (drawn on its event loop, a burst of submits queues every answer behind the others'
+        renders, and a client's timeout then cuts off answers of jobs the fake accepted)."""
+        images = None
+        if source is not None and request is not None and not self.filtered(request):
+            images = await asyncio.to_thread(render, request, source, count)
+        return self.new_job(params, source=source, request=request, count=count, webhook=webhook, images=images)
+
+    def filtered(self, request: GenerationRequest | None) -> bool:
+        prompt = (request.prompt if request else "") or ""
+        return bool(self.knobs.content_filter_word) and self.knobs.content_filter_word in prompt.lower()
+
     def new_job(self, params: dict[str, Any], *, source: bytes | None, request: GenerationRequest | None,
-                count: int, webhook: str | None = None, job_id: str | None = None) -> Job:
+                count: int, webhook: str | None = None, job_id: str | None = None,
+                images: list[bytes] | None = None) -> Job:
         now = time.monotonic()
         job = Job(id=job_id or uuid.uuid4().hex[:26], created=now, ready_at=now + self.knobs.latency_s,
                   params=params, webhook=webhook)
         job.extra["source_sha256"] = hashlib.sha256(source).hexdigest() if source is not None else None
-        prompt = (request.prompt if request else "") or ""
-        if self.knobs.content_filter_word and self.knobs.content_filter_word in prompt.lower():
+        if self.filtered(request):
             job.error = "content_filtered"
+        elif images is not None:
+            job.images = images
         elif source is not None and request is not None:
             job.images = render(request, source, count)
         self.jobs[job.id] = job

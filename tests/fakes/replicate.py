@@ -161,12 +161,14 @@ class FakeReplicate(FakeProvider):
                               negative=inputs.get("negative_prompt", ""), guidance=inputs.get("guidance_scale", 7.5),
                               width=int(inputs.get("width", 0)), height=int(inputs.get("height", 0)))
         self.log(request, body=body)
-        job = self.new_job({"input": inputs, "version": body.get("version", ""), "model": request.url.path},
-                           source=source, request=req, count=int(inputs.get("num_outputs", 1)),
-                           webhook=body.get("webhook"))
+        job = await self.new_job_async({"input": inputs, "version": body.get("version", ""), "model": request.url.path},
+                                       source=source, request=req, count=int(inputs.get("num_outputs", 1)),
+                                       webhook=body.get("webhook"))
         job.extra["created_wall"] = time.time()
         if job.webhook and (filt is None or "completed" in filt):
             self.deliver_later(job, job.webhook, self._webhook)
+        if (lost := await self.lose_answer()) is not None:
+            return lost
         headers = {"Location": f"{self.url}/v1/predictions/{job.id}"}
         prefer = request.headers.get("prefer", "")
         data_uris = False
