@@ -140,10 +140,10 @@ async def soak_flow_runs(tag: str) -> Counter:
 
 
 def soak(root: Path, n: int = 300, kills: int = 10, seed: int = 0, latency: float = 1.0, size: int = 256,
-         run_timeout: float = 900.0, lost_answer_rate: float = 0.0) -> SoakReport:
+         run_timeout: float = 900.0, lost_answer_rate: float = 0.0, faults: dict[str, float] | None = None) -> SoakReport:
     """Run the soak in `root` (a fresh folder) on the Prefect API this process is configured for.
     `lost_answer_rate`: submits the fake accepts (and bills) whose answer then never arrives (not in
-    issue 11's mix; the closing note of the soak says what it costs today)."""
+    issue 11's mix). `faults` overrides rates of PROVIDER_FAULTS (a small N sees the rare ones too)."""
     import asyncio
 
     from prefect import tags
@@ -167,7 +167,7 @@ def soak(root: Path, n: int = 300, kills: int = 10, seed: int = 0, latency: floa
 
     # The fake hangs a "timeout" longer than the block waits for an answer: the client really times out.
     fake = fake_replicate.FakeReplicate(Knobs(latency_s=latency, hang_s=REQUEST_TIMEOUT_S + 1, retry_after_s=1.0, seed=seed,
-                                              lost_answer_rate=lost_answer_rate, **PROVIDER_FAULTS))
+                                              lost_answer_rate=lost_answer_rate, **{**PROVIDER_FAULTS, **(faults or {})}))
     cms = FakeStrapi(version="v5", unique_fields=(), error_rate_5xx=CMS_5XX, seed=seed + 1)  # duplicates stay visible
     providers: dict[str, Any] = {}
     with serve(fake), serve_strapi(cms), Served(build_app(providers)) as gateway:
