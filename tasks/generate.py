@@ -423,7 +423,8 @@ async def adopt_unanswered(provider: ImageProvider, request: GenerationRequest, 
     for row in account.ledger.unanswered_jobs(account.client, key, account.flow_run_id):
         since = (row.created_at or datetime.now(timezone.utc)) - timedelta(seconds=CLOCK_SKEW_S)
         try:
-            handle = await provider.find_job(request, since, known)
+            handle = await call_with_retries(lambda: provider.find_job(request, since, known), provider=provider.provider_name,
+                                             what="job lookup", attempts=4)
         except Exception as exc:  # noqa: BLE001 - cannot look: the reservation stands, a new job is submitted
             logger.warning("%s: could not look for the job of reservation %s: %s", provider.provider_name, row.id, exc)
             return None

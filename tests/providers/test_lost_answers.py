@@ -56,8 +56,9 @@ def test_a_dead_runs_unanswered_reservation_is_resumed_not_paid_again(fake_and_b
     made = asyncio.run(block.submit(request))
     assert fake.stats["accepted"] == 1 and ledger.jobs("acme")[0].job_id is None
 
+    fake.knobs.faults = ["503"]  # the first lookup fails: it is retried, not given up for a new submission
     handle, images, _ = generate(request, block, JobAccount(ledger=ledger, client="acme"))
-    assert handle.job_id == made.job_id and len(images) == 1
+    assert handle.job_id == made.job_id and len(images) == 1 and fake.stats["lists"] == 2
     assert fake.stats["accepted"] == 1  # found at the provider, not submitted again
     (job,) = ledger.jobs("acme")
     assert (job.job_id, job.state) == (made.job_id, "succeeded")
