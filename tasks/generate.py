@@ -23,6 +23,9 @@ atomic check in the database, so workers cannot overspend together), and the
 job id is on record the moment the provider accepts it. A job that outlives the
 deadline, or whose worker died, is resumed from that record by the next attempt
 (a Prefect retry or a rerun, in any process) instead of being paid for again.
+A submission whose answer never came back (a timeout after the provider made the
+job, a worker killed before it wrote the id down) is looked up at a provider that
+lists its jobs (`find_job`) before anything is submitted again.
 """
 
 from __future__ import annotations
