@@ -321,11 +321,13 @@ async def run_generation(
         logger.info("%s job %s resumed from the ledger's journal", name, open_job.job_id)
         if open_job.flow_run_id != account.flow_run_id:
             await crash_abandoned_run(open_job.flow_run_id, account.flow_run_id)
+    # A dead run's submission that was never answered may have made a job: found at the provider, it is resumed.
+    if account is not None and journal_id is None and provider.lists_jobs and (
+            found := await adopt_unanswered(provider, request, account, key)):
+        journal_id, inflight[key] = found
     # A job resumed from the journal takes no job slot: it is in flight at the provider already, and
     # the slot it was counted under is its dead run's lease, which expires on its own (a rerun after
     # a crash must not queue behind its own jobs; issue 11 measured 6 minutes of that).
-    if account is not None and journal_id is None and provider.lists_jobs and (found := await adopt_unanswered(provider, request, account, key)):
-        journal_id, inflight[key] = found
     hold = job_slot(provider, lease_s=JOB_LEASE_S, counters=timings) if use_limits and journal_id is None else _nothing()
     price = provider.price_per_image_usd * request.batch_size
 
@@ -426,8 +428,8 @@ async def adopt_unanswered(provider: ImageProvider, request: GenerationRequest, 
     for row in account.ledger.unanswered_jobs(account.client, key, account.flow_run_id):
         since = (row.created_at or datetime.now(timezone.utc)) - timedelta(seconds=CLOCK_SKEW_S)
         try:
-            handle = await call_with_retries(lambda: provider.find_job(request, since, known), provider=provider.provider_name,
-                                             what="job lookup", attempts=4)
+            handle = await call_with_retries(lambda since=since: provider.find_job(request, since, known),
+                                             provider=provider.provider_name, what="job lookup", attempts=4)
         except Exception as exc:  # noqa: BLE001 - cannot look: the reservation stands, a new job is submitted
             logger.warning("%s: could not look for the job of reservation %s: %s", provider.provider_name, row.id, exc)
             return None
