@@ -152,7 +152,7 @@ def soak(root: Path, n: int = 300, kills: int = 10, seed: int = 0, latency: floa
     from brandforge.blocks.targets.strapi import StrapiSite
     from brandforge.deployments.demo import demo_profile
     from brandforge.deployments.gateway import build_app
-    from brandforge.flows.catalog_refresh import run_catalog
+    from brandforge.flows.catalog_refresh import MAX_PARALLEL, run_catalog
     from tests.fakes import replicate as fake_replicate
     from tests.fakes.base import Knobs, Served, serve
     from tests.fakes.strapi import FakeStrapi, serve_strapi
@@ -172,7 +172,12 @@ def soak(root: Path, n: int = 300, kills: int = 10, seed: int = 0, latency: floa
     providers: dict[str, Any] = {}
     with serve(fake), serve_strapi(cms), Served(build_app(providers)) as gateway:
         # One limit group per soak: the dead runs' job-slot leases of earlier tests or soaks block nothing here.
-        block = replicate_block(fake, root / "jobs", request_timeout_s=REQUEST_TIMEOUT_S, requests_per_minute=6000, max_concurrent_jobs=64,
+        # Within it, a killed run's leases stay held: the test harness's server runs no repossessor (a real
+        # server revokes them when the 60 s lease runs out), so there are slots for every run's assets in
+        # flight (2 × MAX_PARALLEL each); a shared cap of 64 held the rerun still after 9 kills of 300 assets.
+        slots = 2 * MAX_PARALLEL * (kills + 1)
+        block = replicate_block(fake, root / "jobs", request_timeout_s=REQUEST_TIMEOUT_S, requests_per_minute=6000,
+                                max_concurrent_jobs=slots,
                                 webhook_url=f"{gateway.url}/webhooks/replicate", webhook_secret=fake_replicate.WEBHOOK_SECRET,
                                 limit_group=tag)
         providers["replicate"] = block
