@@ -22,30 +22,17 @@ import argparse
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
-# The provider fake listens on 127.0.0.1, which the URL guard refuses unless allow-listed.
-os.environ.setdefault("BRANDFORGE_URL_ALLOW", "127.0.0.1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import replicate_block, start_catalog  # noqa: E402  (sets the bench environment)
 
 from PIL import Image, ImageOps  # noqa: E402
 
 from bench.catalog import make_catalog  # noqa: E402
-
-RUN_SCRIPT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {root!r})
-    from brandforge.flows.catalog_refresh import catalog_refresh
-    catalog_refresh(client="bench", source={catalog!r}, work_dir={work!r})
-""")
 
 
 def main() -> None:
@@ -55,10 +42,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed of the kill time (phase c)")
     args = parser.parse_args()
 
-    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    from brandforge.blocks.providers.replicate import ReplicateProvider
     from brandforge.deployments.demo import demo_profile
     from brandforge.flows.catalog_refresh import run_catalog
     from brandforge.models import StepSpec
@@ -72,9 +57,8 @@ def main() -> None:
         state, work = tmp_path / "state", tmp_path / "state" / "work"
         catalog = tmp_path / "catalog"
         make_catalog(catalog, args.n, size=384)
-        profile = demo_profile(state, client_id="bench").model_copy(update={"provider": ReplicateProvider(
-            base_url=fake.url, api_key=fake_replicate.TOKEN, request_timeout_s=10.0, job_dir=str(tmp_path / "jobs"),
-            price_per_image_usd=0.0115, requests_per_minute=600, max_concurrent_jobs=16)})
+        profile = demo_profile(state, client_id="bench").model_copy(update={"provider": replicate_block(
+            fake, tmp_path / "jobs", requests_per_minute=600, max_concurrent_jobs=16)})
         rows = []
 
         def phase(name: str, prof, folder: Path) -> None:
@@ -99,9 +83,7 @@ def main() -> None:
         final = profile.model_copy(update={"recipes": recipes, "gates": gates})
         final.save("bench", overwrite=True)
         before = fake.stats["accepted"]
-        env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-        proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT.format(root=str(ROOT), catalog=str(second), work=str(work))],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_catalog("bench", second, work)
         wait_for = rng.uniform(0.2, 0.9) * args.n  # somewhere before the run can have finished
         target = max(1, int(wait_for))
         deadline = time.monotonic() + 600

@@ -151,13 +151,16 @@ class JobRecord:
     state: str
     handle: JobHandle | None
     flow_run_id: str | None = None
+    created_at: datetime | None = None
 
 
 def _to_job(row) -> JobRecord:
+    created = row.created_at
     return JobRecord(
         id=row.id, client=row.client, provider=row.provider, job_id=row.job_id, request_key=row.request_key,
         generation_key=row.generation_key, cost_usd=row.cost_usd, state=row.state,
         handle=JobHandle.model_validate(row.handle) if row.handle else None, flow_run_id=row.flow_run_id,
+        created_at=created.replace(tzinfo=timezone.utc) if created is not None and created.tzinfo is None else created,
     )
 
 
@@ -512,6 +515,25 @@ class Ledger(Block):
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return _to_job(row) if row else None
+
+    def unanswered_jobs(self, client: str, request_key: str, other_than_run: str | None) -> list[JobRecord]:
+        """This request's reservations, newest first, that another flow run made and never saw answered:
+        its process died between submitting and writing the answer down, so a job may exist, billed."""
+        j = provider_jobs_table.c
+        query = (select(provider_jobs_table)
+                 .where(j.client == client, j.request_key == request_key, j.state == "reserved")
+                 .order_by(j.id.desc()))
+        if other_than_run is not None:
+            query = query.where((j.flow_run_id != other_than_run) | j.flow_run_id.is_(None))
+        with self.engine.connect() as conn:
+            return [_to_job(r) for r in conn.execute(query)]
+
+    def known_job_ids(self, client: str, request_key: str) -> set[str]:
+        """Provider job ids already on record for this request (whatever became of them)."""
+        j = provider_jobs_table.c
+        query = select(j.job_id).where(j.client == client, j.request_key == request_key, j.job_id.is_not(None))
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(query)}
 
     def jobs(self, client: str | None, since: datetime | None = None) -> list[JobRecord]:
         """The journal in id order (`client=None`: every client's)."""

@@ -34,6 +34,7 @@ from brandforge.blocks.targets.gallery import LocalGallery
 from brandforge.flows.process_asset import asset_pipeline, process_asset
 from brandforge.flows.run_state import STATES, final_state
 from brandforge.models import AssetOutcome, AssetRef, CatalogSummary, InvalidInput
+from brandforge.tasks.abandoned_runs import sweep_dead_runs
 from brandforge.tasks.gates.report import create_gate_report
 from brandforge.tasks.ledger import record_orchestration_failure
 from brandforge.tasks.load import list_catalog
@@ -189,6 +190,8 @@ def catalog_refresh(
     `catalog-chunk` runs that the pool's workers take in parallel (flows/catalog_chunk.py)."""
     logger = get_run_logger()
     started = time.monotonic()
+    # This run's process goes on record; earlier runs of this client whose process died stop showing Running.
+    sweep_dead_runs(str(flow_run.id) if flow_run.id else None, "catalog-refresh", client)
     profile = load_profile(client)
     check_profile(profile)
     source_folder, storage = resolve_source(profile, source)

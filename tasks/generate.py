@@ -23,6 +23,9 @@ atomic check in the database, so workers cannot overspend together), and the
 job id is on record the moment the provider accepts it. A job that outlives the
 deadline, or whose worker died, is resumed from that record by the next attempt
 (a Prefect retry or a rerun, in any process) instead of being paid for again.
+A submission whose answer never came back (a timeout after the provider made the
+job, a worker killed before it wrote the id down) is looked up at a provider that
+lists its jobs (`find_job`) before anything is submitted again.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import random
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
@@ -317,6 +321,10 @@ async def run_generation(
         logger.info("%s job %s resumed from the ledger's journal", name, open_job.job_id)
         if open_job.flow_run_id != account.flow_run_id:
             await crash_abandoned_run(open_job.flow_run_id, account.flow_run_id)
+    # A dead run's submission that was never answered may have made a job: found at the provider, it is resumed.
+    if account is not None and journal_id is None and provider.lists_jobs and (
+            found := await adopt_unanswered(provider, request, account, key)):
+        journal_id, inflight[key] = found
     # A job resumed from the journal takes no job slot: it is in flight at the provider already, and
     # the slot it was counted under is its dead run's lease, which expires on its own (a rerun after
     # a crash must not queue behind its own jobs; issue 11 measured 6 minutes of that).
@@ -341,7 +349,7 @@ async def run_generation(
                 journal_id = account.reserve(provider, key, price) if account is not None else None
                 try:
                     handle = await call_with_retries(
-                        lambda: on_this_machine(provider, provider.submit(request)), provider=name, what="submit",
+                        submit_or_find(provider, request, account, key), provider=name, what="submit",
                         attempts=attempts, base_delay=base_delay, before_each=slot if use_limits else None,
                     )
                 except BaseException as exc:
@@ -388,6 +396,55 @@ async def run_generation(
         timings["submit_to_image_s"] = round(done - submitted, 4)
         timings["total_s"] = round(done - started, 4)
     return handle, images, timings
+
+
+# How far before a submission a provider's job list is searched (the provider's clock is not ours).
+CLOCK_SKEW_S = 300.0
+
+
+def submit_or_find(provider: ImageProvider, request: GenerationRequest, account: JobAccount | None,
+                   key: str) -> Callable[[], Awaitable[JobHandle]]:
+    """One submission's attempts: the first submits; a later one (the previous answer was a timeout or
+    an error, maybe sent after the provider made the job) first looks for the job at the provider."""
+    since = datetime.now(timezone.utc) - timedelta(seconds=CLOCK_SKEW_S)
+    known = frozenset(account.ledger.known_job_ids(account.client, key)) if account is not None else frozenset()
+    tries = 0
+
+    async def attempt() -> JobHandle:
+        nonlocal tries
+        tries += 1
+        if tries > 1 and provider.lists_jobs and (found := await provider.find_job(request, since, known)) is not None:
+            logger.info("%s job %s was made by an unanswered submission: resumed, not submitted again",
+                        provider.provider_name, found.job_id)
+            return found
+        return await on_this_machine(provider, provider.submit(request))
+
+    return attempt
+
+
+async def adopt_unanswered(provider: ImageProvider, request: GenerationRequest, account: JobAccount,
+                           key: str) -> tuple[int, JobHandle] | None:
+    """A job that a dead run submitted but never wrote down (its reservation has no job id): found at
+    the provider, it goes on record on that reservation and is resumed; not there, the reservation
+    is released (nothing was billed for it). Returns (journal row, handle) of the job to resume."""
+    known = frozenset(account.ledger.known_job_ids(account.client, key))
+    for row in account.ledger.unanswered_jobs(account.client, key, account.flow_run_id):
+        since = (row.created_at or datetime.now(timezone.utc)) - timedelta(seconds=CLOCK_SKEW_S)
+        try:
+            handle = await call_with_retries(lambda since=since: provider.find_job(request, since, known),
+                                             provider=provider.provider_name, what="job lookup", attempts=4)
+        except Exception as exc:  # noqa: BLE001 - cannot look: the reservation stands, a new job is submitted
+            logger.warning("%s: could not look for the job of reservation %s: %s", provider.provider_name, row.id, exc)
+            return None
+        if handle is None:
+            account.ledger.job_released(row.id, "its run died before the provider answered, and the provider has no such job")
+            continue
+        journal_id = account.ledger.job_accepted(row.id, handle, row.cost_usd)
+        logger.info("%s job %s, submitted by a run that died before it was answered, found and resumed",
+                    provider.provider_name, handle.job_id)
+        await crash_abandoned_run(row.flow_run_id, account.flow_run_id)
+        return journal_id, handle
+    return None
 
 
 async def on_this_machine(provider: ImageProvider, call: Awaitable[T]) -> T:

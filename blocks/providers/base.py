@@ -25,6 +25,7 @@ from __future__ import annotations
 from abc import ABC
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, ClassVar
 
 from prefect.blocks.core import Block
@@ -94,6 +95,8 @@ class ImageProvider(Block, ABC):
     # Whether the generation task takes Prefect global rate/concurrency slots for it
     # (hosted APIs yes; the in-process local engine has nothing to protect).
     uses_shared_limits: ClassVar[bool] = False
+    # Whether `find_job` can look a submitted job up at the provider (else a lost answer stays unknown).
+    lists_jobs: ClassVar[bool] = False
 
     provider_name: ClassVar[str] = "provider"
     # Whether the provider passes LoRA adapters / structure control on (a profile routing them to one that
@@ -182,6 +185,14 @@ class ImageProvider(Block, ABC):
 
     async def submit(self, request: GenerationRequest) -> JobHandle:
         raise NotImplementedError
+
+    async def find_job(self, request: GenerationRequest, since: datetime,
+                       exclude: frozenset[str] = frozenset()) -> JobHandle | None:
+        """A job for exactly this request that the provider accepted since `since` (ids in `exclude`
+        aside), or None: after a submission whose answer never came back (a timeout, a process killed
+        before it wrote the job id down), the job may exist and be billed; a provider that can list
+        its jobs (`lists_jobs`) finds it here, and the caller resumes it instead of paying again."""
+        return None
 
     async def status(self, handle: JobHandle) -> JobStatus:
         raise NotImplementedError

@@ -28,6 +28,7 @@ import hmac
 import json
 import asyncio
 import time
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -46,6 +47,7 @@ _STATES = {
     "canceled": JobState.canceled,
     "aborted": JobState.canceled,
 }
+MAX_LIST_PAGES = 5  # find_job looks at the newest 500 predictions at most
 DATA_URI_LIMIT = 1_000_000  # Replicate recommends data URIs only under 1 MB; larger sources are uploaded
 
 
@@ -105,6 +107,7 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
     supports_loras: ClassVar[bool] = True
     supports_control: ClassVar[bool] = True
     refiner_name: ClassVar[str] = "replicate"
+    lists_jobs: ClassVar[bool] = True
     offers: ClassVar[frozenset[str]] = frozenset({"upscale", "faces", "outpaint"})
     supports_webhooks: ClassVar[bool] = True
 
@@ -235,6 +238,43 @@ class ReplicateProvider(HostedProvider, ImageRefiner):
             self.store_job(handle.job_id, [await download(self.provider_name, u) for u in _outputs(prediction)])
         return handle
 
+    def _expected_image(self, request: GenerationRequest) -> str | None:
+        """The `image` input a submission of `request` sends, when it is known without uploading (else None)."""
+        if is_remote(request.source_image) and not (request.width or request.height):
+            return request.source_image
+        data = prepare_source(request, provider=self.provider_name)
+        if self.input_upload == "data_uri" or (self.input_upload == "auto" and len(data) < DATA_URI_LIMIT):
+            return data_uri(data, sniff_mime(data))
+        return None  # an upload gets a new file URL each time: matched on the other inputs
+
+    async def find_job(self, request: GenerationRequest, since: datetime,
+                       exclude: frozenset[str] = frozenset()) -> JobHandle | None:
+        """The newest prediction created since `since` whose input is this request's (GET /v1/predictions,
+        newest first, 100 a page): Replicate takes no idempotency key, and the input (the seed included)
+        names a generation."""
+        image = self._expected_image(request)
+        expected = json.loads(json.dumps(self.build_input(request, image or "")))
+        if image is None:
+            expected.pop("image", None)
+        url: str | None = f"{self._root()}/v1/predictions"
+        for _ in range(MAX_LIST_PAGES):
+            resp = await send(self.provider_name, "GET", url, headers=self._headers(), api_origin=self.base_url,
+                              timeout_s=self.request_timeout_s)
+            page = json_of(resp, self.provider_name)
+            for p in page.get("results") or []:
+                created = _when(p.get("created_at"))
+                if created is not None and created < since:
+                    return None
+                inputs = dict(p.get("input") or {})
+                if image is None:
+                    inputs.pop("image", None)
+                if inputs == expected and p.get("status") != "canceled" and isinstance(p.get("id"), str) and p["id"] not in exclude:
+                    return JobHandle(provider=self.provider_name, job_id=p["id"], status_url=(p.get("urls") or {}).get("get"))
+            url = page.get("next")
+            if not url:
+                return None
+        return None
+
     async def _prediction(self, handle: JobHandle) -> dict[str, Any]:
         url = handle.status_url or f"{self._root()}/v1/predictions/{handle.job_id}"
         resp = await send(self.provider_name, "GET", url, headers=self._headers(), api_origin=self.base_url, timeout_s=self.request_timeout_s)
@@ -323,6 +363,14 @@ class ReplicateRefiner(ReplicateProvider):
     def _older_field_names(cls, data: Any) -> Any:
         return renamed_fields(data, {"api_token": "api_key", "wait_s": "prefer_wait_s", "timeout_s": "request_timeout_s",
                                      "poll_interval_s": "refine_poll_s", "deadline_s": "refine_deadline_s"})
+
+
+def _when(value: Any) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _outputs(prediction: dict[str, Any]) -> list[str]:

@@ -11,16 +11,24 @@ decodable, seeded images. Knobs (all per fake instance, changeable mid-test):
 - `faults`: a queue consumed one per API request: "429", "500", "503",
   "timeout" (hangs `hang_s`), "malformed" (a truncated JSON body);
   `output_faults`: consumed one per output download: "corrupt", "500";
-- `error_rate_5xx`, `timeout_rate`, `malformed_rate`, `corrupt_rate`: the same
-  faults at random (seeded), for benchmarks;
+- `error_rate_5xx`, `timeout_rate`, `rate_429`, `malformed_rate`, `corrupt_rate`: the
+  same faults at random (seeded by `seed`), for benchmarks and the soak; a random
+  429 asks for `retry_after_s`; `lost_answer_rate`: a submit is accepted (and
+  billed), then its answer hangs `hang_s` and ends in a 504 (Replicate's fake);
 - `content_filter_word`: a prompt containing it is refused the provider's way;
-- `webhook`: "on_time", "late", "duplicate", "lost" or "forged".
+- `webhook`: "on_time", "late", "duplicate", "lost" or "forged"; or, per job at
+  random, `webhook_lost_rate`, `webhook_duplicate_rate`, `webhook_forged_rate`
+  (the rest as `webhook` says).
+
+Each job records `extra["source_sha256"]`, so a test can tell two billed jobs
+of one generation (same source bytes, same inputs) apart from two generations.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import random
 import threading
@@ -52,10 +60,16 @@ class Knobs:
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
     corrupt_rate: float = 0.0
+    rate_429: float = 0.0
+    retry_after_s: float = 1.0
+    lost_answer_rate: float = 0.0
     hang_s: float = 3.0
     content_filter_word: str = "forbidden"
     webhook: str = "on_time"
     webhook_late_s: float = 1.0
+    webhook_lost_rate: float = 0.0
+    webhook_duplicate_rate: float = 0.0
+    webhook_forged_rate: float = 0.0
     seed: int = 0
     # False: outputs are the source at the requested size with a seed-keyed tint, which costs the
     # host almost no CPU. A benchmark of the product uses it: a real provider renders elsewhere.
@@ -130,6 +144,8 @@ class FakeProvider:
             return "500"
         if r < k.error_rate_5xx + k.timeout_rate:
             return "timeout"
+        if r < k.error_rate_5xx + k.timeout_rate + k.rate_429:
+            return f"429:{k.retry_after_s:.3f}"
         if limited:
             wait = self.take_token()
             if wait is not None:
@@ -154,6 +170,14 @@ class FakeProvider:
         code = int(fault) if fault.isdigit() else 500
         return JSONResponse({"detail": "Internal server error"}, status_code=code)
 
+    async def lose_answer(self) -> Response | None:
+        """After a job was accepted: with `lost_answer_rate`, hang and answer 504, as if the answer got lost."""
+        if not self.knobs.lost_answer_rate or self.rng.random() >= self.knobs.lost_answer_rate:
+            return None
+        await asyncio.sleep(self.knobs.hang_s)
+        self.stats["5xx"] += 1
+        return JSONResponse({"detail": "upstream timed out"}, status_code=504)
+
     def malformed_now(self) -> bool:
         return self.rng.random() < self.knobs.malformed_rate
 
@@ -170,14 +194,31 @@ class FakeProvider:
 
     # ------------------------------------------------------------------ jobs and pixels
 
+    async def new_job_async(self, params: dict[str, Any], *, source: bytes | None, request: GenerationRequest | None,
+                            count: int, webhook: str | None = None) -> Job:
+        """`new_job` with the pixels drawn on a worker thread: the fake keeps answering other requests
+        meanwhile (drawn on its event loop, a burst of submits queues every answer behind the others'
+        renders, and a client's timeout then cuts off answers of jobs the fake accepted)."""
+        images = None
+        if source is not None and request is not None and not self.filtered(request):
+            images = await asyncio.to_thread(render, request, source, count)
+        return self.new_job(params, source=source, request=request, count=count, webhook=webhook, images=images)
+
+    def filtered(self, request: GenerationRequest | None) -> bool:
+        prompt = (request.prompt if request else "") or ""
+        return bool(self.knobs.content_filter_word) and self.knobs.content_filter_word in prompt.lower()
+
     def new_job(self, params: dict[str, Any], *, source: bytes | None, request: GenerationRequest | None,
-                count: int, webhook: str | None = None, job_id: str | None = None) -> Job:
+                count: int, webhook: str | None = None, job_id: str | None = None,
+                images: list[bytes] | None = None) -> Job:
         now = time.monotonic()
         job = Job(id=job_id or uuid.uuid4().hex[:26], created=now, ready_at=now + self.knobs.latency_s,
                   params=params, webhook=webhook)
-        prompt = (request.prompt if request else "") or ""
-        if self.knobs.content_filter_word and self.knobs.content_filter_word in prompt.lower():
+        job.extra["source_sha256"] = hashlib.sha256(source).hexdigest() if source is not None else None
+        if self.filtered(request):
             job.error = "content_filtered"
+        elif images is not None:
+            job.images = images
         elif source is not None and request is not None:
             job.images = render(request, source, count, styled=self.knobs.styled)
         self.jobs[job.id] = job
@@ -193,7 +234,7 @@ class FakeProvider:
     def deliver_later(self, job: Job, url: str, build: Callable[[Job, bool], tuple[dict[str, str], bytes]]) -> None:
         """Send the job's completion webhook as the `webhook` knob says. `build(job, forged)`
         returns the headers and raw body of one delivery."""
-        mode = self.knobs.webhook
+        mode = self.webhook_mode()
 
         async def run() -> None:
             await asyncio.sleep(max(0.0, job.ready_at - time.monotonic()))
@@ -211,6 +252,18 @@ class FakeProvider:
         task = asyncio.get_running_loop().create_task(run())
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
+
+    def webhook_mode(self) -> str:
+        """This job's delivery: one of the random modes by their rates, else the `webhook` knob."""
+        k = self.knobs
+        if not (k.webhook_lost_rate or k.webhook_duplicate_rate or k.webhook_forged_rate):
+            return k.webhook  # no draw: seeded runs without these rates keep their sequence
+        r = self.rng.random()
+        for mode, rate in (("lost", k.webhook_lost_rate), ("duplicate", k.webhook_duplicate_rate), ("forged", k.webhook_forged_rate)):
+            if r < rate:
+                return mode
+            r -= rate
+        return k.webhook
 
 
 async def post(url: str, headers: dict[str, str], body: bytes) -> int | None:

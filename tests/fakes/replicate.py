@@ -60,6 +60,7 @@ class FakeReplicate(FakeProvider):
             Route("/v1/models/{owner}/{name}/predictions", self.create, methods=["POST"]),
             Route("/v1/deployments/{owner}/{name}/predictions", self.create, methods=["POST"]),
             Route("/v1/predictions", self.create, methods=["POST"]),
+            Route("/v1/predictions", self.list_predictions, methods=["GET"]),
             Route("/v1/predictions/{id}", self.get, methods=["GET"]),
             Route("/v1/predictions/{id}/cancel", self.cancel, methods=["POST"]),
             Route("/v1/files", self.upload, methods=["POST"]),
@@ -161,12 +162,14 @@ class FakeReplicate(FakeProvider):
                               negative=inputs.get("negative_prompt", ""), guidance=inputs.get("guidance_scale", 7.5),
                               width=int(inputs.get("width", 0)), height=int(inputs.get("height", 0)))
         self.log(request, body=body)
-        job = self.new_job({"input": inputs, "version": body.get("version", ""), "model": request.url.path},
-                           source=source, request=req, count=int(inputs.get("num_outputs", 1)),
-                           webhook=body.get("webhook"))
+        job = await self.new_job_async({"input": inputs, "version": body.get("version", ""), "model": request.url.path},
+                                       source=source, request=req, count=int(inputs.get("num_outputs", 1)),
+                                       webhook=body.get("webhook"))
         job.extra["created_wall"] = time.time()
         if job.webhook and (filt is None or "completed" in filt):
             self.deliver_later(job, job.webhook, self._webhook)
+        if (lost := await self.lose_answer()) is not None:
+            return lost
         headers = {"Location": f"{self.url}/v1/predictions/{job.id}"}
         prefer = request.headers.get("prefer", "")
         data_uris = False
@@ -204,6 +207,19 @@ class FakeReplicate(FakeProvider):
         if self.malformed_now():
             return Response('{"status": ', media_type="application/json")
         return JSONResponse(self.prediction(job))
+
+    async def list_predictions(self, request: Request) -> Response:
+        """GET /v1/predictions: every prediction, newest first, in pages of 100 (`?cursor=<page>`)."""
+        self.stats["lists"] = self.stats.get("lists", 0) + 1
+        if (denied := self._auth(request)) is not None:
+            return denied
+        if fault := self.next_fault(limited=False):
+            return await self.play_fault(fault, {"detail": "Request was throttled.", "status": 429})
+        page = int(request.query_params.get("cursor", "0"))
+        jobs = sorted(self.jobs.values(), key=lambda j: j.created, reverse=True)[page * 100:(page + 1) * 100]
+        more = len(self.jobs) > (page + 1) * 100
+        return JSONResponse({"previous": None, "next": f"{self.url}/v1/predictions?cursor={page + 1}" if more else None,
+                             "results": [self.prediction(j) for j in jobs]})
 
     async def cancel(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:

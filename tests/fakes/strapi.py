@@ -21,7 +21,8 @@ format instead, as documented at docs.strapi.io (REST API, Upload, filters):
 
 Knobs: `faults`, per route ("upload", "files", "find", "create", "update", "delete-file"), a queue of
 HTTP statuses for the next requests there, or "store-then-500" (keep the upload
-or entry, then answer 500: the client never learns it), `max_upload_bytes`
+or entry, then answer 500: the client never learns it); `error_rate_5xx`: the same
+faults at random (seeded by `seed`: 500, 503, or on writes store-then-500), `max_upload_bytes`
 (413 above it), `allowed_mimes` (400 for other files). `files` and `entries`
 are inspectable by tests.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import uuid
 from typing import Any
 
@@ -50,6 +52,7 @@ class FakeStrapi:
         self, *, version: str = "v5", token: str = "strapi-token", read_only_token: str = "read-only-token",
         collection: str = "articles", fields: tuple[str, ...] = ("title", "generation_key", "cover"),
         media_fields: tuple[str, ...] = ("cover",), unique_fields: tuple[str, ...] = ("generation_key",),
+        error_rate_5xx: float = 0.0, seed: int = 0,
     ):
         self.version = version
         self.token, self.read_only_token = token, read_only_token
@@ -59,6 +62,9 @@ class FakeStrapi:
         self.entries: list[dict[str, Any]] = []
         self.faults: dict[str, list[Any]] = {"upload": [], "files": [], "find": [], "create": [], "update": [],
                                              "delete-file": []}
+        self.error_rate_5xx = error_rate_5xx
+        self.rng = random.Random(seed)
+        self.injected: dict[str, int] = {}  # random faults played, by fault
         self.max_upload_bytes = 10 * 1024 * 1024
         self.allowed_mimes = {"image/jpeg", "image/png", "image/webp"}
         self.requests: list[tuple[str, str]] = []
@@ -85,7 +91,13 @@ class FakeStrapi:
 
     def _fault(self, route: str) -> Any:
         queue = self.faults.setdefault(route, [])
-        return queue.pop(0) if queue else None
+        if queue:
+            return queue.pop(0)
+        if self.error_rate_5xx and self.rng.random() < self.error_rate_5xx:
+            fault = self.rng.choice([500, 503, "store-then-500"] if route in ("upload", "create") else [500, 503])
+            self.injected[str(fault)] = self.injected.get(str(fault), 0) + 1
+            return fault
+        return None
 
     def _file_shape(self, f: dict[str, Any]) -> dict[str, Any]:
         return dict(f) if self.version == "v5" else {k: v for k, v in f.items() if k != "documentId"}
