@@ -201,7 +201,7 @@ class FakeProvider:
         renders, and a client's timeout then cuts off answers of jobs the fake accepted)."""
         images = None
         if source is not None and request is not None and not self.filtered(request):
-            images = await asyncio.to_thread(render, request, source, count)
+            images = await asyncio.to_thread(render, request, source, count, self.knobs.styled)
         return self.new_job(params, source=source, request=request, count=count, webhook=webhook, images=images)
 
     def filtered(self, request: GenerationRequest | None) -> bool:
