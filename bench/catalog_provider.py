@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200, help="assets (default 200)")
     parser.add_argument("--rpm", type=float, default=120.0, help="R: job submissions per minute the fake allows (default 120)")
     parser.add_argument("--latency", type=float, default=5.0, help="L: seconds per job at the fake (default 5)")
+    parser.add_argument("--keep", metavar="DIR", help="keep the catalog, ledger and outputs in DIR (its stage timings)")
     parser.add_argument("--styled-fake", action="store_true",
                         help="let the fake style its outputs as the local engine does (CPU on this machine)")
     args = parser.parse_args()
@@ -85,8 +86,9 @@ def main() -> None:
     # `styled=False`: the fake's outputs cost this machine almost no CPU, as a real provider's do.
     fake = RemoteFake("replicate:FakeReplicate", latency_s=args.latency, rate_limit_rpm=args.rpm, rate_limit_burst=2,
                       styled=args.styled_fake)
+    keep = Path(args.keep).resolve() if args.keep else None
     with fake, tempfile.TemporaryDirectory(prefix="bf-provider-") as tmp, prefect_test_harness(server_startup_timeout=120):
-        tmp_path = Path(tmp)
+        tmp_path = keep or Path(tmp)
         state = tmp_path / "state"
         catalog = tmp_path / "catalog"
         make_catalog(catalog, args.n, size=384)

@@ -349,6 +349,8 @@ class GenerationResult(BaseModel):
     generation_key: str | None = Field(None, description="The content address the raw images are stored under.")
     from_store: bool = Field(False, description="Taken from the generation store: no provider call, nothing paid now.")
     reported_seed: int | None = Field(None, description="The seed the provider says it used, when it differs from the requested one (fal).")
+    timings: dict[str, float] = Field(default_factory=dict, description="Where the generate stage's time went: waits for "
+                                      "a rate and a job slot, submit to image in hand, polls (`run_generation`).")
 
 
 # --------------------------------------------------------------------------- provider protocol types

@@ -507,12 +507,12 @@ async def generate_images(
         folder.mkdir(parents=True, exist_ok=True)
         paths[:] = [str((folder / name).resolve()) for name in write_outputs_verbatim(folder, outputs)]
 
-    handle, _, _ = await run_generation(request, provider, poll_every=poll_every, deadline_s=deadline_s,
-                                        account=account, keep=keep)
+    handle, _, timings = await run_generation(request, provider, poll_every=poll_every, deadline_s=deadline_s,
+                                              account=account, keep=keep)
     return GenerationResult(
         images=paths, provider=provider.provider_name, model=provider.model, job_ids=[handle.job_id],
         seed=request.seed, cost_usd=round(price * len(paths), 6), generation_key=generation_key,
-        seconds=round(time.monotonic() - started, 3), reported_seed=reported_seed(handle, request),
+        seconds=round(time.monotonic() - started, 3), reported_seed=reported_seed(handle, request), timings=timings,
     )
 
 

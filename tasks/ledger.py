@@ -63,6 +63,8 @@ def ledger_entry(
                 "reported_seed": generation.reported_seed if generation is not None else None})
     if generation is not None:
         row.update(job_ids=generation.job_ids, cost_usd=generation.cost_usd)
+        # The generate stage's own breakdown (slot waits, submit → image, polls) beside the stage times.
+        row["timings"] = {**row["timings"], **{f"generate.{k}": v for k, v in generation.timings.items()}}
     if candidates is not None:
         row["output_uris"] = [c.path for c in candidates]
     if decision is not None:
