@@ -118,6 +118,9 @@ def main() -> None:
     print(f"states {summary.counts}; {seconds:.1f} s")
     print(f"achieved {per_min:.1f} assets/min = {per_min / args.rpm:.3f} of R "
           f"(steady middle: {steady:.1f} submissions/min = {steady / args.rpm:.3f} of R)")
+    last_done = max(b for _, b in jobs)
+    print(f"first submission {created[0] - started:.1f} s after the start; last job done {started + seconds - last_done:.1f} s "
+          f"before the end; {last_done - created[0]:.1f} s from the first submission to the last job done")
     print(f"jobs in flight: mean {mean:.1f}, peak {peak} (R×L/60 = {args.rpm * args.latency / 60:.1f}); "
           f"429s answered: {stats['429']}; jobs accepted {stats['accepted']}")
     # CPU per asset does not depend on what else the machine runs: it says what the cores allow.

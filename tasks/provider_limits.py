@@ -19,6 +19,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Awaitable, Callable
 
+import httpx
 from prefect.exceptions import ObjectAlreadyExists
 
 from brandforge.blocks.providers.base import ImageProvider
@@ -33,14 +34,55 @@ _LIMITS_SET: dict[tuple[str, str], tuple[int, float]] = {}
 _LIMITS_LOCK = threading.Lock()
 
 
+# --------------------------------------------------------------------------- the server's write conflicts
+
+
+class QuickConflictRetry(httpx.AsyncBaseTransport):
+    """An httpx transport that retries the Prefect server's 503 within milliseconds.
+
+    Measured (bench/catalog_provider.py, SQLite server, a PACER trace): 5 of 13
+    rate-slot grants took 2.2–13.7 s instead of ~15 ms. Taking a slot is a
+    read-then-write transaction; when another write (the server recording task
+    runs and artifacts) commits in between, SQLite answers SQLITE_BUSY_SNAPSHOT
+    at once, the server turns it into a 503, and Prefect's client sleeps 2, 4,
+    8 s before asking again while every asset waits for that slot. A conflict
+    clears as soon as the other write commits, so this transport asks again after
+    20–400 ms (up to 8 times) before Prefect's own retries see the 503.
+    """
+
+    ATTEMPTS = 8
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport(retries=3)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(self.ATTEMPTS):
+            response = await self.inner.handle_async_request(request)
+            if response.status_code != 503 or attempt == self.ATTEMPTS - 1:
+                return response
+            await response.aclose()
+            await asyncio.sleep(min(0.4, 0.02 * 2 ** attempt) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def limits_client():
+    """A Prefect client for the limit calls (slots, leases), which every waiting asset sits behind."""
+    from prefect.client.orchestration import get_client
+
+    return get_client(httpx_settings={"transport": QuickConflictRetry()})
+
+
 # --------------------------------------------------------------------------- shared limits
 
 
 async def ensure_provider_limits(provider: ImageProvider) -> None:
     """Create (or update) the provider's global rate and concurrency limits on the Prefect server.
 
-    Rate limit: `limit` = one batch (RATE_BATCH_SECONDS of budget), slots decay at rpm/60 per
-    second, so no window of t seconds sees more than limit + rpm/60·t grants across all workers.
+    Rate limit: `limit` = RATE_BATCHES_HELD batches of RATE_BATCH_SECONDS of budget, slots decay
+    at rpm/60 per second, so no window of t seconds sees more than limit + rpm/60·t grants across all workers.
     """
     from prefect.settings import PREFECT_API_URL
 
@@ -81,16 +123,19 @@ async def _set_limits(wanted: dict[str, tuple[int, float]]) -> None:
 
 # How much of the budget one Prefect grant covers (see SubmitPacer). 2 s reached 0.69 of a
 # 600/min budget because one slow grant (the server's write tail) starved the line; 5 s hides
-# those tails (0.72–0.98). The cost: the shared limit lets workers together burst up to 5 s of
-# budget, which the provider may answer with 429 (honoured through Retry-After).
+# those tails (0.72–0.98).
 RATE_BATCH_SECONDS = 5.0
+# The Prefect limit holds this many batches: one in hand while the next is asked for, so a slow
+# grant does not leave the provider idle. The cost: workers together may burst up to this many
+# batches of budget, which the provider may answer with 429 (honoured through Retry-After).
+RATE_BATCHES_HELD = 2
 
 
 class SubmitPacer:
     """Process-wide pacing and batched slot-taking in front of Prefect's global rate limit.
 
-    Measured with bench/provider_throughput.py (2 shared cores, Prefect 3.8.8 on
-    SQLite; figures in that script's docstring), and why this exists:
+    Measured with bench/provider_throughput.py and bench/catalog_provider.py (2
+    shared cores, Prefect 3.8/3.9 on SQLite), and why this exists:
 
     - Prefect's server decays a rate limit by floor(decay/s × seconds since the
       row was last *written*), and every grant and every refusal writes the row.
@@ -100,40 +145,48 @@ class SubmitPacer:
       0.23 of a 600/min budget; at 120/min 0.75, with 740 refusals and 429s.
     - The client's `rate_limit()` funnels every acquisition through one queue
       per process, one HTTP call at a time, capping grants at 1 / round trip.
+    - Through `catalog_refresh` a grant took 0.1–4 s (the server is busy
+      recording the catalog's task runs): asked for only when the last batch
+      was spent, every slow grant idled the provider (0.62 of R at 100 assets).
 
     So this process takes slots in batches — `occupy=n` for up to
-    RATE_BATCH_SECONDS of budget, no sooner than n/rate after its last grant
-    (+2 %), when no floor() can eat a slot — and hands them out locally, one
-    send time per `interval`, so requests still leave evenly spaced. Result:
-    no refusals and no 429s; 0.98 of R at 120/min; 0.72–0.98 at 600/min over
-    200 assets, 0.95 over 800. The Prefect limit stays the authority across
-    workers; this is the smallest addition that closes that gap. Thread-safe and
-    loop-free, because Prefect runs async tasks on several threads and loops.
+    RATE_BATCH_SECONDS of budget — and asks for the next batch while the last
+    one is still being spent, as soon as its own count of the slots the server
+    holds for it (grants less the decay since) leaves room under the limit
+    (RATE_BATCHES_HELD batches). It hands slots out locally, one send time per
+    `interval`, so requests still leave evenly spaced: no refusals and no 429s
+    from one process. The Prefect limit stays the authority across workers
+    (another worker's grants show up here as refusals); this is the smallest
+    addition that closes the gap. Thread-safe and loop-free, because Prefect
+    runs async tasks on several threads and loops.
     """
 
     _by_name: dict[str, "SubmitPacer"] = {}
     _registry_lock = threading.Lock()
 
-    def __init__(self, per_second: float, batch: int):
+    def __init__(self, per_second: float, batch: int, limit: int | None = None):
         self.rate = per_second
         self.interval = 1.0 / per_second
         self.batch = max(1, batch)
+        self.limit = max(self.batch, limit or self.batch * RATE_BATCHES_HELD)
         self.next_at = 0.0  # next send time handed out
         self.lock = threading.Lock()
-        self.tokens = 0  # Prefect slots granted to this process, not yet used
+        self.tokens = 0  # Prefect slots granted to this process, not yet handed out
         self.tokens_expire = 0.0
         self.waiting = 0
         self.leader = False
         self.next_grant_at = 0.0
+        self.held = 0.0  # slots the server holds for this process (by our count) at `held_at`
+        self.held_at = 0.0
 
     @classmethod
     def for_provider(cls, provider: ImageProvider) -> "SubmitPacer":
         rate = provider.requests_per_minute / 60.0
-        batch = rate_limit_size(provider)
+        batch = rate_batch_size(provider)
         with cls._registry_lock:
             pacer = cls._by_name.get(provider.rate_limit_name)
             if pacer is None or abs(pacer.rate - rate) > 1e-9 or pacer.batch != batch:
-                pacer = cls._by_name[provider.rate_limit_name] = SubmitPacer(rate, batch)
+                pacer = cls._by_name[provider.rate_limit_name] = SubmitPacer(rate, batch, rate_limit_size(provider))
             return pacer
 
     def reserve(self) -> float:
@@ -147,6 +200,9 @@ class SubmitPacer:
     async def wait_turn(self) -> None:
         await asyncio.sleep(self.reserve())
 
+    def _held(self, now: float) -> float:
+        return max(0.0, self.held - self.rate * (now - self.held_at))
+
     async def take(self, acquire: Callable[[int], Awaitable[int]]) -> int:
         """One Prefect slot for this caller; `acquire(n)` asks the server for n at once and returns how many
         it got (0 = refused). Returns the refusals seen."""
@@ -158,7 +214,7 @@ class SubmitPacer:
                 now = time.monotonic()
                 if self.tokens and now > self.tokens_expire:
                     self.tokens = 0  # granted too long ago: their budget has passed
-                if self.tokens:
+                if self.tokens and self.next_at - now <= RATE_BATCH_SECONDS:
                     self.tokens -= 1
                     if counted:
                         self.waiting -= 1
@@ -166,10 +222,14 @@ class SubmitPacer:
                 if not counted:
                     self.waiting += 1
                     counted = True
-                if not self.leader and now >= self.next_grant_at:
+                # A slot is handed out at most a batch's time before its send time (its caller takes a
+                # job slot next, which must not sit idle); the next batch is asked for meanwhile.
+                if not self.tokens and not self.leader and now >= self.next_grant_at:
                     self.leader = True
-                    lead = min(self.batch, self.waiting)
-                pause = max(0.005, min(0.05, self.next_grant_at - now))
+                    # A whole batch, even for one caller: more are coming, and a grant per caller
+                    # was a write per submission on a busy server (measured: 0.59 of R, not 0.87).
+                    lead = self.batch
+                pause = 0.05 if self.tokens else max(0.005, min(0.05, self.next_grant_at - now))
             if not lead:
                 await asyncio.sleep(pause)
                 continue
@@ -182,17 +242,27 @@ class SubmitPacer:
                     now = time.monotonic()
                     if granted:
                         self.tokens += granted
-                        self.tokens_expire = now + max(1.0, 2 * granted * self.interval)
-                        self.next_grant_at = now + granted * self.interval * 1.02
+                        # Handed out at once, but sent one per interval behind what is already queued.
+                        self.tokens_expire = now + max(1.0, 2 * (granted * self.interval + max(0.0, self.next_at - now)))
+                        self.held, self.held_at = self._held(now) + granted, now
+                        # The next batch may be asked for once the server has room for it (+2 %: the
+                        # server's floor() must not eat a slot).
+                        room_in = (self.held - (self.limit - self.batch)) / self.rate
+                        self.next_grant_at = now + max(0.0, room_in) * 1.02
                     else:
                         refusals += 1
                         # Another worker holds the budget: try again after one slot's worth of decay.
                         self.next_grant_at = now + self.interval * random.uniform(1.0, 2.0)
 
 
-def rate_limit_size(provider: ImageProvider) -> int:
-    """The Prefect rate limit's `limit`: one batch of RATE_BATCH_SECONDS of budget."""
+def rate_batch_size(provider: ImageProvider) -> int:
+    """Slots one Prefect grant covers: RATE_BATCH_SECONDS of budget."""
     return max(1, round(provider.requests_per_minute / 60.0 * RATE_BATCH_SECONDS))
+
+
+def rate_limit_size(provider: ImageProvider) -> int:
+    """The Prefect rate limit's `limit`: RATE_BATCHES_HELD batches."""
+    return rate_batch_size(provider) * RATE_BATCHES_HELD
 
 
 class JobSlotPool:
@@ -243,10 +313,7 @@ class JobSlotPool:
 
     async def _ask(self, n: int) -> tuple[str, int] | None:
         """One lease of n slots from the server (or 1 if n are not free); None when refused."""
-        import httpx
-        from prefect.client.orchestration import get_client
-
-        async with get_client() as client:
+        async with limits_client() as client:
             for want in ([n, 1] if n > 1 else [1]):
                 try:
                     resp = await client.increment_concurrency_slots_with_lease(
@@ -338,9 +405,7 @@ class JobSlotPool:
             return
         from uuid import UUID
 
-        from prefect.client.orchestration import get_client
-
-        async with get_client() as client:
+        async with limits_client() as client:
             for lease_id in give_back:
                 if lease_id.startswith("unlimited-"):
                     continue
@@ -387,11 +452,8 @@ async def take_submit_slot(provider: ImageProvider, *, pace: bool = True, space:
     Retry-After when refused — Prefect's own behaviour, kept for the benchmark's
     comparison.
     """
-    import httpx
-    from prefect.client.orchestration import get_client
-
     async def acquire(n: int) -> int:
-        async with get_client() as client:
+        async with limits_client() as client:
             try:
                 await client.increment_concurrency_slots(names=[provider.rate_limit_name], slots=n, mode="rate_limit")
                 return n

@@ -230,3 +230,26 @@ def test_fal_reports_another_seed_and_the_row_records_it(prefect_server, demo_pr
     assert row.recipe_snapshot.reported_seed == 987654 and row.seed == 1234
     assert row.recipe_snapshot.provider.wire["seed"] == 1234 and "api_key" in row.recipe_snapshot.provider.secret_fields
     assert "api_key" not in row.recipe_snapshot.provider.settings
+
+
+def test_replay_finds_only_the_named_clients_row_of_a_shared_generation(ledger_url):
+    """Two clients, one ledger, the same source bytes and recipe (so the same generation key): a
+    replay by key, row id or URL for one client never picks up the other's row."""
+    from brandforge.tasks.replay import ReplayError, find_row
+
+    ledger = Ledger(url=ledger_url)
+    key = "ab" * 32
+    for client in ("acme", "globex"):
+        ledger.record(LedgerEntry(client=client, source_uri=f"s3://{client}/mug.png", state="published", generation_key=key,
+                                  published_url=f"https://{client}.example/mug.png"))
+    (acme_id, _), = ledger.rows(client="acme")
+    (globex_id, _), = ledger.rows(client="globex")
+
+    for client, own_id in (("acme", acme_id), ("globex", globex_id)):
+        for ref in (key, key[:12], f"https://{client}.example/mug.png", str(own_id)):
+            row_id, entry = find_row(ledger, ref, client)
+            assert (row_id, entry.client) == (own_id, client), ref
+    with pytest.raises(ReplayError, match="client 'acme'"):
+        find_row(ledger, str(globex_id), "acme")
+    with pytest.raises(ReplayError):
+        find_row(ledger, "https://globex.example/mug.png", "acme")

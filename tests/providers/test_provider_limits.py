@@ -1,0 +1,118 @@
+"""The pieces that keep a provider busy through a catalog: the pacer's prefetch, the quick
+retry of the Prefect server's write conflicts, and the learned poll schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from brandforge.tasks.generate import PollSchedule
+from brandforge.tasks.provider_limits import QuickConflictRetry, SubmitPacer
+
+
+def test_the_pacer_asks_for_the_next_batch_before_the_last_is_spent():
+    pacer = SubmitPacer(per_second=2.0, batch=10, limit=20)
+    asked: list[int] = []
+
+    async def acquire(n: int) -> int:
+        asked.append(n)
+        return n
+
+    async def take(times: int) -> None:
+        for _ in range(times):
+            await pacer.take(acquire)
+
+    asyncio.run(take(1))
+    assert asked == [10]  # a whole batch for one caller: more are coming
+    asyncio.run(take(10))  # the batch's other 9, then the next batch at once (the server has room)
+    assert asked == [10, 10]
+    # Twenty held by the server: the next batch fits once one batch has decayed (10 slots at 2/s, +2 %).
+    assert pacer.next_grant_at - time.monotonic() == pytest.approx(5.1, abs=0.2)
+
+
+def test_the_pacer_hands_out_no_slot_more_than_a_batch_ahead_of_its_send_time():
+    pacer = SubmitPacer(per_second=2.0, batch=10, limit=20)
+
+    async def acquire(n: int) -> int:
+        return n
+
+    async def scenario() -> bool:
+        await pacer.take(acquire)
+        for _ in range(11):  # send times queued 5.5 s ahead
+            pacer.reserve()
+        try:
+            await asyncio.wait_for(pacer.take(acquire), timeout=0.3)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    assert asyncio.run(scenario()) is False
+    assert pacer.tokens == 9  # kept for later callers, not handed out early
+
+
+def test_a_refusal_backs_off_a_slot_or_two():
+    pacer = SubmitPacer(per_second=2.0, batch=10, limit=20)
+    answers = iter([0, 10])
+    asked: list[float] = []
+
+    async def acquire(n: int) -> int:
+        asked.append(time.monotonic())
+        return next(answers)
+
+    assert asyncio.run(pacer.take(acquire)) == 1  # one refusal seen, then granted
+    assert 0.45 <= asked[1] - asked[0] <= 1.5
+
+
+def test_server_write_conflicts_are_retried_at_once_not_after_prefects_backoff():
+    answers = iter([503, 503, 200])
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content.decode())
+        return httpx.Response(next(answers), json={})
+
+    transport = QuickConflictRetry()
+    transport.inner = httpx.MockTransport(handler)
+
+    async def call() -> int:
+        async with httpx.AsyncClient(transport=transport, base_url="http://prefect.test") as client:
+            return (await client.post("/api/v2/concurrency_limits/increment", json={"slots": 3})).status_code
+
+    assert asyncio.run(call()) == 200
+    assert seen == ['{"slots":3}'] * 3  # the same body each time
+
+
+def test_a_conflict_that_does_not_clear_reaches_prefects_own_retries():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(503, json={})
+
+    transport = QuickConflictRetry()
+    transport.inner = httpx.MockTransport(handler)
+    transport.ATTEMPTS = 3
+
+    async def call() -> int:
+        async with httpx.AsyncClient(transport=transport, base_url="http://prefect.test") as client:
+            return (await client.post("/x", json={})).status_code
+
+    assert asyncio.run(call()) == 503 and len(calls) == 3
+
+
+def test_polls_start_near_the_providers_usual_job_time():
+    name = "poll-schedule-test"
+    fresh = PollSchedule(name, poll_every=5.0)
+    assert [fresh.next_delay(0.0) for _ in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0]  # no history: back off
+
+    for seconds in (5.1, 4.9, 5.0, 5.2):
+        PollSchedule.record(name, seconds)
+    learned = PollSchedule(name, poll_every=5.0)
+    assert learned.next_delay(0.0) == pytest.approx(4.08)  # 80 % of the median (5.1)
+    assert learned.next_delay(4.1) == pytest.approx(0.51)  # then a tenth of it
+    assert learned.next_delay(9.9) == pytest.approx(0.51)
+    assert learned.next_delay(10.3) == pytest.approx(0.51)  # past twice the median: back off from there
+    assert learned.next_delay(10.9) == pytest.approx(1.02)
