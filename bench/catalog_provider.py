@@ -62,7 +62,10 @@ def processes_cpu() -> dict[int, float]:
     me = os.getpid()
     children = set()
     for task in Path(f"/proc/{me}/task").iterdir():
-        children.update(int(p) for p in (task / "children").read_text().split())
+        try:
+            children.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:  # the thread ended while we looked
+            continue
     return {pid: cpu_seconds(pid) for pid in [me, *sorted(children)]}
 
 
