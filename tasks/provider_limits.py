@@ -14,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import threading
 import time
+import urllib.request
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
 
+import certifi
 import httpx
 from prefect.exceptions import ObjectAlreadyExists
 
@@ -52,8 +56,8 @@ class QuickConflictRetry(httpx.AsyncBaseTransport):
 
     ATTEMPTS = 8
 
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport(retries=3)
+    def __init__(self, verify: ssl.SSLContext | bool = True) -> None:
+        self.inner = httpx.AsyncHTTPTransport(retries=3, verify=verify)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         for attempt in range(self.ATTEMPTS):
@@ -68,11 +72,48 @@ class QuickConflictRetry(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def limits_client():
-    """A Prefect client for the limit calls (slots, leases), which every waiting asset sits behind."""
-    from prefect.client.orchestration import get_client
+_TLS_CONTEXTS: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+_TLS_LOCK = threading.Lock()
 
-    return get_client(httpx_settings={"transport": QuickConflictRetry()})
+
+def prefect_tls_context() -> ssl.SSLContext:
+    """The TLS context Prefect's client would build from its settings (PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    PREFECT_API_SSL_CERT_FILE), made once: a replaced transport must verify as Prefect's own does."""
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY
+
+    key = (bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value()), PREFECT_API_SSL_CERT_FILE.value() or None)
+    with _TLS_LOCK:
+        ctx = _TLS_CONTEXTS.get(key)
+        if ctx is None:
+            if key[0]:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            else:
+                ctx = ssl.create_default_context(cafile=key[1] or certifi.where())
+            _TLS_CONTEXTS[key] = ctx
+    return ctx
+
+
+def through_proxy(url: str) -> bool:
+    """Whether the environment's proxy settings send requests to `url` through a proxy."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+def limits_client():
+    """A Prefect client for the limit calls (slots, leases), which every waiting asset sits behind.
+
+    Behind a proxy it is Prefect's own client: httpx applies the environment's proxies only to its
+    default transport, and a server reached through a proxy is rarely the local SQLite one."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if through_proxy(str(PREFECT_API_URL.value() or "")):
+        return get_client()
+    tls = prefect_tls_context()
+    return get_client(httpx_settings={"transport": QuickConflictRetry(verify=tls), "verify": tls})
 
 
 # --------------------------------------------------------------------------- shared limits

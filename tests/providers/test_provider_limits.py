@@ -116,3 +116,28 @@ def test_polls_start_near_the_providers_usual_job_time():
     assert learned.next_delay(9.9) == pytest.approx(0.51)
     assert learned.next_delay(10.3) == pytest.approx(0.51)  # past twice the median: back off from there
     assert learned.next_delay(10.9) == pytest.approx(1.02)
+
+
+def test_the_limit_calls_verify_tls_as_prefects_own_client_does():
+    import ssl
+
+    from prefect.settings import PREFECT_API_TLS_INSECURE_SKIP_VERIFY, temporary_settings
+
+    from brandforge.tasks.provider_limits import prefect_tls_context
+
+    strict = prefect_tls_context()
+    assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
+    assert prefect_tls_context() is strict  # made once, not per call
+    with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
+        assert prefect_tls_context().verify_mode == ssl.CERT_NONE
+
+
+def test_behind_a_proxy_the_limit_calls_keep_prefects_own_transport(monkeypatch):
+    from brandforge.tasks.provider_limits import through_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert through_proxy("https://api.prefect.example/api")
+    assert not through_proxy("http://127.0.0.1:4200/api")  # no proxy for http, and 127.0.0.1 bypasses
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert not through_proxy("https://api.prefect.example/api")
