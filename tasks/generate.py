@@ -234,7 +234,6 @@ class PollSchedule:
     _lock = threading.Lock()
 
     def __init__(self, provider: str, poll_every: float):
-        self.provider = provider
         self.poll_every = poll_every
         self.delay = min(0.25, poll_every)
         with self._lock:
@@ -279,7 +278,8 @@ async def wait_for_job(
     started = time.monotonic()
     listening = listen and provider.supports_webhooks and bool(getattr(provider, "webhook_url", None))
     # Polling is the fallback when a webhook is coming; without one, poll when the job is likely done.
-    schedule = None if listening else PollSchedule(provider.limit_name, poll_every)
+    # One history per provider account and model: models of one provider differ in speed.
+    schedule = None if listening else PollSchedule(f"{provider.limit_name}/{provider.model}", poll_every)
     failures = 0
     async with job_events(provider, handle, listening) as woke:
         while True:
@@ -295,7 +295,7 @@ async def wait_for_job(
                 logger.info("%s status of %s: %s", provider.provider_name, handle.job_id, exc)
             if status is not None and status.state == JobState.succeeded:
                 if learn:
-                    PollSchedule.record(provider.limit_name, time.monotonic() - started)
+                    PollSchedule.record(f"{provider.limit_name}/{provider.model}", time.monotonic() - started)
                 return status
             if status is not None and status.state in (JobState.failed, JobState.canceled):
                 raise Rejected(f"{provider.provider_name}: {status.error or 'job ' + status.state.value}",

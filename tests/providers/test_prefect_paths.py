@@ -204,3 +204,21 @@ def test_job_slots_never_exceed_the_cap_and_all_go_back(prefect_server):
 
     assert inside["max"] <= 4 and inside["now"] == 0
     assert asyncio.run(active()) == 0
+
+
+def test_polls_follow_the_providers_recent_job_times(prefect_server, make_request, tmp_path):
+    """Over HTTP against the Replicate fake (1 s jobs, no webhook): the first jobs poll on the back-off
+    (0, 0.25, 0.75, 1.75 s); once three jobs are on record, a job's first poll after the submit comes
+    near their usual time, so it needs fewer polls."""
+    fake = fake_replicate.FakeReplicate(Knobs(latency_s=1.0))
+    with serve(fake):
+        block = ReplicateProvider(base_url=fake.url, api_key=fake_replicate.TOKEN, request_timeout_s=5.0,
+                                  job_dir=str(tmp_path / "jobs"), requests_per_minute=600, max_concurrent_jobs=3,
+                                  limit_group=f"polls-{tmp_path.name.lower().replace('_', '-')}"[:40])
+        polls = []
+        for seed in range(4):
+            _, _, timings = asyncio.run(run_generation(make_request(seed=100 + seed), block, poll_every=5.0,
+                                                       deadline_s=30, listen=False))
+            polls.append(timings["polls"])
+    assert all(p >= 3 for p in polls[:3]), polls
+    assert polls[3] <= 2, polls
