@@ -114,11 +114,11 @@ def run_plain(catalog: Path, state: Path) -> dict:
 def _plain_loop(catalog: Path, state: Path, profile, storage) -> dict:
     from brandforge.models import AssetRef, Candidate, LedgerEntry, PublishItem
     from brandforge.tasks.gates.decide import score_candidates
-    from brandforge.tasks.generate import generate_images
+    from brandforge.tasks.generate import generate
     from brandforge.tasks.load import list_local, load_asset
     from brandforge.tasks.postprocess.chain import ChainContext, postprocess_candidate
     from brandforge.tasks.prompt import plan_asset
-    from brandforge.tasks.publish import publish_item
+    from brandforge.tasks.publish import publish
 
     counts: dict[str, int] = {}
     t1 = time.monotonic()
@@ -128,7 +128,7 @@ def _plain_loop(catalog: Path, state: Path, profile, storage) -> dict:
         plan = plan_asset.fn(asset, profile)
         recipe, rkey, request, gkey = plan.recipe, plan.recipe_key, plan.request, plan.generation_key
         out_dir = state / "work" / "bench" / asset.source_key[:16] / gkey[:16]
-        result = asyncio.run(generate_images.fn(request, profile.provider, str(out_dir)))
+        result = asyncio.run(generate(request, profile.provider, str(out_dir)))
         ctx = ChainContext(seed=request.seed, palette=tuple(profile.palette), logo_path=profile.logo_path,
                            source_path=asset.path, output_format=recipe.output_format, metadata={"generation_key": gkey})
         cands = []
@@ -141,7 +141,7 @@ def _plain_loop(catalog: Path, state: Path, profile, storage) -> dict:
             best = decision.chosen
             item = PublishItem(client="bench", name=name, generation_key=gkey, image_path=best.path, source_uri=ref.uri,
                                source_key=asset.source_key, source_path=asset.path)
-            url = asyncio.run(publish_item.fn(item, profile.target, profile.ledger)).url
+            url = asyncio.run(publish(item, profile.target, profile.ledger)).url
         profile.ledger.record(LedgerEntry(client="bench", source_uri=ref.uri, source_key=asset.source_key, recipe_key=rkey,
                                           generation_key=gkey, state=state_name, published_url=url,
                                           phash=decision.phashes.get(decision.chosen.index) if decision.chosen else None))
@@ -192,7 +192,7 @@ def main() -> None:
         print(f"Prefect overhead ratio (prefect / plain wall time): {pf['seconds'] / plain['seconds']:.2f}x "
               f"(+{(pf['seconds'] - plain['seconds']) / args.n * 1000:.0f} ms per asset); "
               f"ephemeral API start-up, not counted above: {pf['startup_s']:.1f} s. The plain loop runs one "
-              f"asset at a time; the flow runs {os.environ.get('BRANDFORGE_MAX_PARALLEL', 16)} in parallel.")
+              f"asset at a time; the flow runs {os.environ.get('BRANDFORGE_MAX_PARALLEL', 24)} in parallel.")
 
 
 if __name__ == "__main__":

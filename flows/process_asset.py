@@ -15,7 +15,6 @@ recipe value, a provider refusal, a publish error — ends as a recorded
 
 from __future__ import annotations
 
-import asyncio
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -172,7 +171,9 @@ def asset_pipeline(
     for one asset, or `catalog_refresh`'s per-asset task, where a subflow per asset would cost
     more than the asset's own work (issue 11's profile). With `defer_review`, a borderline asset
     ends as `review` without a ledger row, and the catalog hands it to a `process-asset` run of
-    its own that waits for the person (the generation is in the store: no second payment)."""
+    its own that waits for the person (the generation is in the store: no second payment).
+    The stage tasks cache nothing (`NO_CACHE`): the ledger and the generation store are what make a rerun
+    cheap, and hashing every stage's inputs cost CPU on each of them."""
     logger = get_run_logger()
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -195,13 +196,13 @@ def asset_pipeline(
         # Final outputs by output key: a changed chain writes beside, never over, the earlier outputs.
         out_dir = Path(work_dir) / asset.client / loaded.source_key[:16] / plan.output_key[:16]  # type: ignore[index]
         with stage("generate", timings), client_url_allow(profile.url_allow):
-            # From the generation store when these pixels were paid for already. An async task run on
-            # this thread's own loop: a `.submit` would need a free thread of the catalog's pool, which
-            # every asset waiting here holds (a deadlock at the pool's size).
-            generation = asyncio.run(generate_images(
+            # From the generation store when these pixels were paid for already. Called, not `.submit`ted:
+            # a submit would need a free thread of the catalog's pool, which every asset waiting here holds
+            # (a deadlock at the pool's size).
+            generation = generate_images(
                 plan.request, profile.provider, str(out_dir), account=job_account(asset, plan, profile, run_key),
                 store_dir=str(GenerationStore.for_client(work_dir, asset.client).root), generation_key=plan.generation_key,
-            ))
+            )
         with stage("postprocess", timings), client_url_allow(profile.url_allow):
             candidates = postprocess_candidates(generation.images, plan.recipe.chain, chain_context(loaded, plan, profile),
                                                 str(out_dir))
@@ -224,7 +225,7 @@ def asset_pipeline(
         elif decision.outcome == "publish":
             with stage("publish", timings), client_url_allow(profile.url_allow):
                 item = publish_item_for(asset, loaded, plan, decision.chosen)  # type: ignore[arg-type]
-                receipt = asyncio.run(publish_item(item, profile.target, profile.ledger))
+                receipt = publish_item(item, profile.target, profile.ledger)
     except StageFailed as exc:
         logger.warning("%s failed at %s: %s", asset.name, exc.stage, exc.reason)
         failure = f"{exc.stage}: {exc.reason}"

@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlparse
 
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 
@@ -125,7 +126,7 @@ def handle_local_source(
     return f"moved to {dest}"
 
 
-@task(name="handle-source", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_refused)
+@task(name="handle-source", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_refused, cache_policy=NO_CACHE)
 def handle_source(
     asset: AssetRef, storage: LocalFileSystem | S3Bucket | None, mode: SourceHandling, archive_prefix: str,
     generation_key: str, published_url: str | None = None,

@@ -7,11 +7,12 @@ decision, publish receipt) and the failure that stopped it, if any.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
-from prefect import task
 from prefect.events import emit_event
 from prefect.runtime import flow_run
+from sqlalchemy.exc import OperationalError
 
 from brandforge.blocks.ledger import Ledger
 from brandforge.models import (
@@ -91,11 +92,22 @@ def asset_outcome(asset: AssetRef, row: LedgerEntry, *, seconds: float, skipped:
     )
 
 
-@task(name="record-outcome", retries=3, retry_delay_seconds=1)
-def record_outcome(ledger: Ledger, entry: LedgerEntry) -> int:
-    """Append the asset's row and announce its end as a Prefect event."""
+def record_outcome(ledger: Ledger, entry: LedgerEntry, *, attempts: int = 4, delay_s: float = 1.0) -> int:
+    """Append the asset's row and announce its end as a Prefect event.
+
+    Not a task run of its own: it is bookkeeping inside the asset's run, and a task run costs the
+    Prefect server more than the row (its task-run recorder was the server's largest cost through
+    `catalog_refresh`). A database that is briefly unavailable or locked is asked again, as the
+    task's retries did."""
     entry = entry.model_copy(update={"flow_run_id": str(flow_run.id) if flow_run.id else None})
-    row_id = ledger.record(entry)
+    for attempt in range(attempts):
+        try:
+            row_id = ledger.record(entry)
+            break
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay_s)
     emit_asset_event(AssetOutcome(
         client=entry.client, source_uri=entry.source_uri, name=entry.source_uri, state=entry.state,  # type: ignore[arg-type]
         reason=entry.reason, source_key=entry.source_key, generation_key=entry.generation_key,

@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.filesystems import LocalFileSystem
 from prefect_aws import S3Bucket
 
@@ -338,7 +339,7 @@ def read_source_bytes(ref: AssetRef, storage: LocalFileSystem | S3Bucket | None)
     raise AssetRejected(f"source {ref.uri[:200]!r} refused: expected an s3://, file://, http:// or https:// URI")
 
 
-@task(name="load-asset", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_refused)
+@task(name="load-asset", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_refused, cache_policy=NO_CACHE)
 def load_asset(ref: AssetRef, storage: LocalFileSystem | S3Bucket | None, work_dir: str) -> LoadedAsset:
     """Read one source, validate it and write the normalised copy into the work folder."""
     problem = name_problem(ref.name)

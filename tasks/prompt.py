@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
 from brandforge.blocks.client_profile import ClientProfile
@@ -223,7 +224,7 @@ def request_params(request: GenerationRequest, recipe: Recipe, profile: ClientPr
     return params
 
 
-@task(name="plan-asset", task_run_name="plan {asset.name}")
+@task(name="plan-asset", task_run_name="plan {asset.name}", cache_policy=NO_CACHE)
 def plan_asset(asset: LoadedAsset, profile: ClientProfile, now: datetime | None = None) -> AssetPlan:
     """Route (the recipe and its key), look the ledger up, and build the request and its keys.
 

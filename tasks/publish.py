@@ -17,7 +17,10 @@ or deleted is taken down at its target and its ledger row marked `withdrawn`.
 
 from __future__ import annotations
 
+import asyncio
+
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from brandforge.blocks.ledger import Ledger
@@ -39,8 +42,14 @@ TARGET_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff
                       retry_condition_fn=retry_transient_only)
 
 
-@task(name="publish", **TARGET_RETRIES)
-async def publish_item(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt:
+@task(name="publish", cache_policy=NO_CACHE, **TARGET_RETRIES)
+def publish_item(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt:
+    """`publish` as a task run; sync for the reason `generate_images` is (tasks/generate.py)."""
+    return asyncio.run(publish(item, target, ledger))
+
+
+async def publish(item: PublishItem, target: PublishTarget, ledger: Ledger) -> PublishReceipt:
+    """Publish one item unless the ledger says this target has it; an asset's earlier entry is replaced."""
     logger = get_run_logger()
     recorded = receipt_from_ledger(item, target, ledger)
     if recorded:

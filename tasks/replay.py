@@ -198,7 +198,7 @@ def restore_source(entry: LedgerEntry, snap: RecipeSnapshot) -> None:
 def raw_images(row_id: int, entry: LedgerEntry, snap: RecipeSnapshot, ledger: Ledger, *, allow_provider_call: bool,
                store_dir: str | None, out_dir: Path, load_profile: Callable[[str], Any] | None = None) -> tuple[list[str], str]:
     """The generation's raw images and where they came from ("store" or "provider")."""
-    from brandforge.tasks.generate import JobAccount, generate_images
+    from brandforge.tasks.generate import JobAccount, generate
 
     key = entry.generation_key
     store = GenerationStore(store_dir or snap.generation_store) if (store_dir or snap.generation_store) and key else None
@@ -215,7 +215,7 @@ def raw_images(row_id: int, entry: LedgerEntry, snap: RecipeSnapshot, ledger: Le
     restore_source(entry, snap)
     account = JobAccount(ledger=ledger, client=entry.client, run_key=f"replay-{row_id}", generation_key=key,
                          source_uri=entry.source_uri)
-    result = asyncio.run(generate_images.fn(snap.request, provider, str(out_dir / "raw"), account=account,
+    result = asyncio.run(generate(snap.request, provider, str(out_dir / "raw"), account=account,
                                             store_dir=str(store.root) if store is not None else None, generation_key=key))
     return result.images, "provider"
 

@@ -25,6 +25,7 @@ from typing import Literal
 
 from PIL import Image
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
@@ -201,7 +202,7 @@ def apply_review(decision: GateDecision, review: GateReview | None, t: GateThres
 # --------------------------------------------------------------------------- the task
 
 
-@task(name="score-candidates")
+@task(name="score-candidates", cache_policy=NO_CACHE)
 def score_candidates(
     candidates: list[Candidate],
     profile: ClientProfile,

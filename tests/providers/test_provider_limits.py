@@ -33,6 +33,26 @@ def test_the_pacer_asks_for_the_next_batch_before_the_last_is_spent():
     assert pacer.next_grant_at - time.monotonic() == pytest.approx(5.1, abs=0.2)
 
 
+def test_a_prefetched_batch_serves_the_first_callers_without_a_grant():
+    pacer = SubmitPacer(per_second=2.0, batch=10, limit=20)
+    asked: list[int] = []
+
+    async def acquire(n: int) -> int:
+        asked.append(n)
+        return n
+
+    async def scenario() -> bool:
+        first = await pacer.prefetch(acquire)
+        again = await pacer.prefetch(acquire)  # tokens in hand: nothing more is asked
+        assert (first, again) == (True, False)
+        for _ in range(5):
+            await pacer.take(acquire)
+        return True
+
+    assert asyncio.run(scenario())
+    assert asked == [10] and pacer.tokens == 5
+
+
 def test_the_pacer_hands_out_no_slot_more_than_a_batch_ahead_of_its_send_time():
     pacer = SubmitPacer(per_second=2.0, batch=10, limit=20)
 
@@ -105,11 +125,25 @@ def test_a_conflict_that_does_not_clear_reaches_prefects_own_retries():
 
 def test_polls_start_near_the_providers_usual_job_time():
     name = "poll-schedule-test"
-    fresh = PollSchedule(name, poll_every=5.0)
-    assert [fresh.next_delay(0.0) for _ in range(6)] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0]  # no history: back off
 
+    def polls_until(done_at: float, schedule: PollSchedule) -> tuple[float, int]:
+        elapsed, polls = 0.0, 0
+        while elapsed < done_at:
+            elapsed += schedule.next_delay(elapsed)
+            polls += 1
+        return elapsed, polls
+
+    # No history: the next poll after a fifth of the time waited, so a job is seen at most ~20 % late.
+    seen, polls = polls_until(5.0, PollSchedule(name, poll_every=5.0))
+    assert 5.0 <= seen <= 6.0 and polls <= 16  # the old fixed backoff saw it at 7.75 s
+    seen, polls = polls_until(60.0, PollSchedule(name, poll_every=5.0))
+    assert 60.0 <= seen <= 65.0 and polls <= 30  # a slow job: capped at poll_every, few polls
+
+    waiting = PollSchedule(name, poll_every=5.0)
+    assert waiting.next_delay(1.0) == 0.25
     for seconds in (5.1, 4.9, 5.0, 5.2):
         PollSchedule.record(name, seconds)
+    assert waiting.next_delay(1.5) == pytest.approx(4.08 - 1.5)  # a job already waiting learns from those that finished
     learned = PollSchedule(name, poll_every=5.0)
     assert learned.next_delay(0.0) == pytest.approx(4.08)  # 80 % of the median (5.1)
     assert learned.next_delay(4.1) == pytest.approx(0.51)  # then a tenth of it

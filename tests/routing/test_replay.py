@@ -201,7 +201,7 @@ def test_fal_reports_another_seed_and_the_row_records_it(prefect_server, demo_pr
     """fal answers with the seed it used: when it is not the one asked for, the generation and the ledger row keep it."""
     import asyncio
 
-    from brandforge.tasks.generate import generate_images
+    from brandforge.tasks.generate import generate
     from tests.fakes.base import Knobs, serve
     from tests.providers.cases import all_cases
 
@@ -215,7 +215,7 @@ def test_fal_reports_another_seed_and_the_row_records_it(prefect_server, demo_pr
     store = tmp_path / "generations"
     with serve(fake):
         block = case.make_block(fake, None, tmp_path)
-        result = asyncio.run(generate_images.fn(request, block, str(tmp_path / "out"), poll_every=0.05,
+        result = asyncio.run(generate(request, block, str(tmp_path / "out"), poll_every=0.05,
                                                 store_dir=str(store), generation_key="g" * 64))
     assert {r["body"]["seed"] for r in fake.requests if r["method"] == "POST"} == {1234}  # we asked for 1234
     assert result.reported_seed == 987654
