@@ -69,6 +69,23 @@ def processes_cpu() -> dict[int, float]:
     return {pid: cpu_seconds(pid) for pid in [me, *sorted(children)]}
 
 
+def host_speed_ms() -> float:
+    """Milliseconds for a fixed piece of work (Python and Pillow, one thread), the median of five: the
+    same code on this machine spent 0.73–1.05 CPU s per asset from run to run, and this says which
+    kind of run it was."""
+    from PIL import Image, ImageFilter
+
+    image = Image.new("RGB", (512, 512), (120, 80, 200))
+    lut = ImageFilter.Color3DLUT.generate(17, lambda r, g, b: (r * 0.9, g, b))
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        image.filter(lut).resize((768, 768), Image.Resampling.LANCZOS)
+        sum(i * i for i in range(200_000))
+        times.append(time.perf_counter() - started)
+    return sorted(times)[2] * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=200, help="assets (default 200)")
@@ -100,6 +117,7 @@ def main() -> None:
             base_url=fake.url, api_key=fake_replicate.TOKEN, request_timeout_s=10.0, job_dir=str(tmp_path / "jobs"),
             price_per_image_usd=0.0115, requests_per_minute=int(args.rpm), max_concurrent_jobs=64)})
         profile.save("bench", overwrite=True)
+        speed_before = host_speed_ms()
         started = time.monotonic()  # the fake's job times are on this clock too
         cpu_before = processes_cpu()
         summary = run_catalog("bench", source=str(catalog), work_dir=str(state / "work"))
@@ -107,6 +125,7 @@ def main() -> None:
         cpu = {pid: t - cpu_before.get(pid, 0.0) for pid, t in processes_cpu().items()}
         stats, jobs = fake.report()
         jobs.sort()
+        speed_after = host_speed_ms()
 
     per_min = args.n / seconds * 60
     mine = cpu.pop(os.getpid())
@@ -131,6 +150,8 @@ def main() -> None:
     print(f"CPU per asset: catalog process {mine / args.n:.3f} s, Prefect server {server_cpu / args.n:.3f} s "
           f"(together {total / args.n:.3f} s: at most {60 * (os.cpu_count() or 1) * args.n / total:.0f} assets/min "
           f"on {os.cpu_count()} cores); provider fake {fake_cpu / args.n:.3f} s (the provider's work, not the product's)")
+    print(f"host speed: a fixed piece of work took {speed_before:.0f} ms before the run and {speed_after:.0f} ms after "
+          "(lower is faster; compare runs by it)")
 
 
 if __name__ == "__main__":
