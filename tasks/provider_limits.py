@@ -564,17 +564,19 @@ def warm_up(provider: ImageProvider, wait_s: float = 2.0) -> None:
     recording their task runs); before them it takes a few tens of ms. A failure is only logged (the
     generate stage sets the limits itself and says what went wrong), and past `wait_s` it goes on alone.
     `cool_down` gives back the lease if no job used it."""
-    run_on_thread(warm_provider_limits(provider), f"warm {provider.provider_name}'s limits", provider, wait_s)
+    if provider.uses_shared_limits:
+        run_on_thread(warm_provider_limits(provider), f"warm {provider.provider_name}'s limits", wait_s)
 
 
 def cool_down(provider: ImageProvider, wait_s: float = 5.0) -> None:
     """At a catalog's end: job slots this process leased and holds for no job go back to the server now,
     not when their lease runs out (other workers may be waiting for them)."""
-    run_on_thread(JobSlotPool.for_provider(provider, JOB_LEASE_S).give_back_idle(),
-                  f"give back {provider.provider_name}'s idle job slots", provider, wait_s)
+    if provider.uses_shared_limits:
+        run_on_thread(JobSlotPool.for_provider(provider, JOB_LEASE_S).give_back_idle(),
+                      f"give back {provider.provider_name}'s idle job slots", wait_s)
 
 
-def run_on_thread(work: Awaitable[None], what: str, provider: ImageProvider, wait_s: float) -> None:
+def run_on_thread(work: Awaitable[None], what: str, wait_s: float) -> None:
     """Run `work` on a thread of its own for at most `wait_s`; a failure is logged, never raised."""
     async def guarded() -> None:
         try:
@@ -582,9 +584,6 @@ def run_on_thread(work: Awaitable[None], what: str, provider: ImageProvider, wai
         except Exception as exc:  # noqa: BLE001 - an optimisation, never the run's failure
             logger.warning("could not %s: %s", what, exc)
 
-    if not provider.uses_shared_limits:
-        work.close()  # type: ignore[attr-defined]
-        return
     # With the caller's context: Prefect's settings (which API) live in context variables.
     thread = threading.Thread(target=contextvars.copy_context().run, args=(asyncio.run, guarded()), name=what, daemon=True)
     thread.start()

@@ -222,3 +222,26 @@ def test_polls_follow_the_providers_recent_job_times(prefect_server, make_reques
             polls.append(timings["polls"])
     assert all(p >= 4 for p in polls[:3]), polls
     assert polls[3] <= 3 and polls[3] < min(polls[:3]), polls
+
+
+def test_warm_up_takes_the_first_slots_and_cool_down_gives_unused_ones_back(prefect_server):
+    """Before a catalog's first asset: limits set, a batch of rate slots and a lease of job slots in hand;
+    at its end, a lease no job used goes back to the server at once."""
+    from prefect.client.orchestration import get_client
+
+    from brandforge.tasks.provider_limits import JOB_LEASE_S, JobSlotPool, SubmitPacer, cool_down, rate_batch_size, warm_up
+
+    block = ReplicateProvider(api_key="x", requests_per_minute=120, max_concurrent_jobs=8, limit_group="warm-test")
+
+    async def active() -> int:
+        async with get_client() as client:
+            return (await client.read_global_concurrency_limit_by_name(block.concurrency_limit_name)).active_slots
+
+    warm_up(block)
+    pool = JobSlotPool.for_provider(block, JOB_LEASE_S)
+    assert SubmitPacer.for_provider(block).tokens == rate_batch_size(block) == 10
+    assert pool.free == pool.batch == 2 and len(pool.leases) == 1
+    assert asyncio.run(active()) == 2
+    cool_down(block)
+    assert pool.free == 0 and not pool.leases
+    assert asyncio.run(active()) == 0
