@@ -407,19 +407,7 @@ class JobSlotPool:
             if not lead:
                 await asyncio.sleep(random.uniform(0.01, 0.03))
                 continue
-            got = None
-            try:
-                got = await self._ask(lead)
-            finally:
-                with self.lock:
-                    self.leader = False
-                    if got is not None:
-                        self.leases[got[0]] = [got[1], time.monotonic()]
-                        self.free += got[1]
-                    else:
-                        # Every slot is held (by us or other workers): look again shortly.
-                        self.retry_at = time.monotonic() + random.uniform(0.05, 0.25)
-            if got is None and counters is not None:
+            if not await self._lease(lead) and counters is not None:
                 counters["job_slot_denials"] = counters.get("job_slot_denials", 0) + 1
 
     async def prefetch(self) -> bool:
@@ -428,15 +416,22 @@ class JobSlotPool:
             if self.free or self.leader:
                 return False
             self.leader = True
+        return await self._lease(self.batch)
+
+    async def _lease(self, n: int) -> bool:
+        """As the leader: one lease of up to n slots, its slots added to the free ones; False when refused."""
         got = None
         try:
-            got = await self._ask(self.batch)
+            got = await self._ask(n)
         finally:
             with self.lock:
                 self.leader = False
                 if got is not None:
                     self.leases[got[0]] = [got[1], time.monotonic()]
                     self.free += got[1]
+                else:
+                    # Every slot is held (by us or other workers): look again shortly.
+                    self.retry_at = time.monotonic() + random.uniform(0.05, 0.25)
         return got is not None
 
     async def give_back_idle(self) -> None:

@@ -344,3 +344,30 @@ def test_a_republish_marks_the_earlier_row_replaced_and_lineage_follows_the_chai
     # The chain from any of its rows: by the old row's id, the old image's remote id, the new generation key.
     for ref in (str(first), "70", "g3"):
         assert {first, second, third} <= {i for i, _ in ledger.lineage(ref, client="acme")}, ref
+
+
+def test_an_outcome_row_is_written_again_when_the_database_is_briefly_unavailable(tmp_path):
+    """`record_outcome` is no task run of its own: it asks a locked or unreachable database again itself."""
+    from sqlalchemy.exc import OperationalError
+
+    from brandforge.tasks.ledger import record_outcome
+
+    ledger = Ledger(url=f"sqlite:///{tmp_path / 'ledger.db'}")
+    real = ledger.record
+    calls = []
+
+    def flaky(entry):
+        calls.append(entry)
+        if len(calls) == 1:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(entry)
+
+    object.__setattr__(ledger, "record", flaky)
+    entry = LedgerEntry(client="demo", source_uri="file:///a.png", state="failed", reason="load: nope")
+    row_id = record_outcome(ledger, entry, delay_s=0.0)
+    assert len(calls) == 2 and row_id == 1
+    assert [e.reason for e in ledger.entries("demo")] == ["load: nope"]
+
+    object.__setattr__(ledger, "record", lambda e: (_ for _ in ()).throw(OperationalError("INSERT", {}, Exception("down"))))
+    with pytest.raises(OperationalError):
+        record_outcome(ledger, entry, attempts=2, delay_s=0.0)
