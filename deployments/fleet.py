@@ -210,9 +210,11 @@ class Fleet:
 
 @contextmanager
 def fleet(database_url: str, state: Path, workers: int = 2, limit: int = 4, pool: str = POOL, host: str = "127.0.0.1",
-          port: int | None = None, heartbeat_s: int = 30, crash_after_s: int = 90) -> Iterator[Fleet]:
+          port: int | None = None, heartbeat_s: int = 30, crash_after_s: int = 90,
+          worker_settings: dict[str, str] | None = None) -> Iterator[Fleet]:
     """A Prefect server on `database_url` (PostgreSQL), the pool, `workers` workers and the chunk deployment,
-    until the block exits. The calling process talks to that server (PREFECT_API_URL) while inside it."""
+    until the block exits. The calling process talks to that server (PREFECT_API_URL) while inside it.
+    `worker_settings` are extra environment variables for the workers and their flow runs."""
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     state.mkdir(parents=True, exist_ok=True)
@@ -224,7 +226,8 @@ def fleet(database_url: str, state: Path, workers: int = 2, limit: int = 4, pool
         ensure_pool(pool)
         crash_silent_runs(crash_after_s)
         deploy(pool)
-        crew = Fleet(api=api, pool=pool, env=worker_env(api, storage, heartbeat_s), state=state, limit=limit)
+        crew = Fleet(api=api, pool=pool, env={**worker_env(api, storage, heartbeat_s), **(worker_settings or {})},
+                     state=state, limit=limit)
         stack.callback(crew.stop)
         for _ in range(workers):
             crew.add_worker()

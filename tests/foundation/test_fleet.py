@@ -35,8 +35,10 @@ def crew(postgres_server, tmp_path_factory):
     from brandforge.deployments.serve import register_block_types
 
     state = tmp_path_factory.mktemp("fleet")
-    with fleet(new_postgres_database(postgres_server), state, workers=2, limit=2,
-               heartbeat_s=HEARTBEAT_S, crash_after_s=CRASH_AFTER_S) as crew:
+    # One asset at a time in a chunk's process: a chunk then runs for seconds after its first asset is published,
+    # so the kill lands mid-chunk (24 at once finish a 5-asset chunk within a second of its first publish).
+    with fleet(new_postgres_database(postgres_server), state, workers=2, limit=2, heartbeat_s=HEARTBEAT_S,
+               crash_after_s=CRASH_AFTER_S, worker_settings={"BRANDFORGE_MAX_PARALLEL": "1"}) as crew:
         register_block_types()
         yield crew
 
