@@ -143,6 +143,12 @@ def main() -> None:
     last_done = max(b for _, b in jobs)
     print(f"first submission {created[0] - started:.1f} s after the start; last job done {started + seconds - last_done:.1f} s "
           f"before the end; {last_done - created[0]:.1f} s from the first submission to the last job done")
+    # Where the rate was lost: at R the submissions come 60/R s apart; a longer gap is time the provider sat idle.
+    gaps = sorted(((b - a, a - started) for a, b in zip(created, created[1:])), reverse=True)
+    spacing = 60 / args.rpm
+    lost = sum(g - spacing for g, _ in gaps if g > 2 * spacing)
+    print(f"gaps between submissions over {2 * spacing:.1f} s: {sum(g > 2 * spacing for g, _ in gaps)}, "
+          f"{lost:.1f} s lost; longest: " + ", ".join(f"{g:.1f} s at {at:.0f} s" for g, at in gaps[:6]))
     print(f"jobs in flight: mean {mean:.1f}, peak {peak} (R×L/60 = {args.rpm * args.latency / 60:.1f}); "
           f"429s answered: {stats['429']}; jobs accepted {stats['accepted']}")
     # CPU per asset does not depend on what else the machine runs: it says what the cores allow.

@@ -34,10 +34,16 @@ PALETTE = ["#14213d", "#e8a838", "#fcf6ec", "#2b6f9e", "#c8553d"]
 WIDTH = int(os.environ.get("BRANDFORGE_DEMO_WIDTH", "1024"))
 
 
-def demo_chain(anchor: str = "bottom-right", *finish: StepSpec) -> list[StepSpec]:
-    """Grade toward the palette, any finishing steps, the logo, then a JPEG with provenance."""
+def demo_chain(anchor: str = "bottom-right", *finish: StepSpec, reframe: StepSpec | None = None) -> list[StepSpec]:
+    """Grade toward the palette, any finishing steps, the logo, then a JPEG with provenance.
+
+    A `reframe` goes after the grade: a grade maps each colour on its own, so a crop of the graded
+    image is the graded crop, and every format shares one grade. Graded after the fork, each format
+    (two of them enlarged to 1820 px) was graded on its own: 154 of the vintage chain's 346 ms per
+    asset, against ~40 ms once (one thread, 1024 px)."""
     return [
         StepSpec(step="grade", params={"strength": 0.35, "protect_neutrals": 0.6}),
+        *([reframe] if reframe else []),
         *finish,
         StepSpec(step="watermark", params={"anchor": anchor, "scale": 0.2, "opacity": 0.9}),
         StepSpec(step="encode", params={"format": "jpeg", "quality": 90}),
@@ -65,9 +71,9 @@ def demo_profile(state_dir: Path, client_id: str = "demo", catalog: Path | None 
         # One source, three channel formats: 1:1 is the main output, 9:16 and 16:9 ride along.
         # Its height: the 1:1 main output of a landscape source is then 1024 px a side.
         Recipe(name="vintage", style="vintage film photograph", extra_prompt="warm 1970s look", strength=0.8, height=WIDTH,
-               chain=[StepSpec(step="reframe", params={"ratios": ["1:1", "9:16", "16:9"]}),
-                      *demo_chain("bottom-right", StepSpec(step="grain", params={"amount": 5}),
-                                  StepSpec(step="vignette", params={"strength": 0.3}))]),
+               chain=demo_chain("bottom-right", StepSpec(step="grain", params={"amount": 5}),
+                                StepSpec(step="vignette", params={"strength": 0.3}),
+                                reframe=StepSpec(step="reframe", params={"ratios": ["1:1", "9:16", "16:9"]}))),
     ]
     return ClientProfile(
         client_id=client_id,
