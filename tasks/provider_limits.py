@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import random
 import ssl
 import threading
 import time
 import urllib.request
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import certifi
@@ -52,10 +53,12 @@ class QuickConflictRetry(httpx.AsyncBaseTransport):
     at once, the server turns it into a 503, and Prefect's client sleeps 2, 4,
     8 s before asking again while every asset waits for that slot. A conflict
     clears as soon as the other write commits, so this transport asks again after
-    20–400 ms (up to 8 times) before Prefect's own retries see the 503.
+    20–400 ms (up to 12 times, ~2–3 s in all) before Prefect's own retries see the
+    503. With 8 (~1 s), a traced run on a loaded host still fell through to the
+    client's 2 s sleep once, and the provider sat idle for 2.4 s.
     """
 
-    ATTEMPTS = 8
+    ATTEMPTS = 12
 
     def __init__(self, verify: ssl.SSLContext | bool = True) -> None:
         self.inner = httpx.AsyncHTTPTransport(retries=3, verify=verify)
@@ -103,18 +106,43 @@ def through_proxy(url: str) -> bool:
     return bool(proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.hostname or "")
 
 
-def limits_client():
+# API URLs whose server said that it has no CSRF protection (see `limits_client`).
+_NO_CSRF: set[str] = set()
+
+
+@asynccontextmanager
+async def limits_client() -> AsyncIterator[Any]:
     """A Prefect client for the limit calls (slots, leases), which every waiting asset sits behind.
 
     Behind a proxy it is Prefect's own client: httpx applies the environment's proxies only to its
-    default transport, and a server reached through a proxy is rarely the local SQLite one."""
+    default transport, and a server reached through a proxy is rarely the local SQLite one.
+
+    Each call makes a new client (the callers run on many short-lived event loops), and a new Prefect
+    client asks the server for a CSRF token before its first write. On a server without CSRF protection
+    (the default) that is one refused request more per limit call: 104 in a 200-asset catalog
+    (bench/catalog_provider.py, traced). Once a client has learnt that, later ones skip the question;
+    a 403 (the server turned protection on) makes them ask again."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
-    if through_proxy(str(PREFECT_API_URL.value() or "")):
-        return get_client()
-    tls = prefect_tls_context()
-    return get_client(httpx_settings={"transport": QuickConflictRetry(verify=tls), "verify": tls})
+    api = str(PREFECT_API_URL.value() or "")
+    if through_proxy(api):
+        client = get_client()
+    else:
+        tls = prefect_tls_context()
+        client = get_client(httpx_settings={"transport": QuickConflictRetry(verify=tls), "verify": tls})
+    http = client._client  # Prefect's httpx client holds the CSRF state; there is no setting per client
+    if api in _NO_CSRF:
+        http.enable_csrf_support = False
+    async with client:
+        try:
+            yield client
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 403:
+                _NO_CSRF.discard(api)
+            raise
+        if not http.enable_csrf_support:
+            _NO_CSRF.add(api)
 
 
 # --------------------------------------------------------------------------- shared limits
@@ -218,8 +246,9 @@ class SubmitPacer:
         self.waiting = 0
         self.leader = False
         self.next_grant_at = 0.0
-        self.held = 0.0  # slots the server holds for this process (by our count) at `held_at`
-        self.held_at = 0.0
+        # The server's row as this process reckons it: active slots as last written, and when.
+        self.stored = 0
+        self.written_at = 0.0
 
     @classmethod
     def for_provider(cls, provider: ImageProvider) -> "SubmitPacer":
@@ -242,8 +271,13 @@ class SubmitPacer:
     async def wait_turn(self) -> None:
         await asyncio.sleep(self.reserve())
 
-    def _held(self, now: float) -> float:
-        return max(0.0, self.held - self.rate * (now - self.held_at))
+    def _active(self, now: float) -> int:
+        """The server's active slots at `now`, computed as the server does: it decays the row by
+        floor(rate × seconds since the row was last written), and only a grant writes it (a refusal is
+        rolled back). So each grant loses the fraction of a slot that had decayed: with a batch every
+        5 s, a count that decayed smoothly ran ahead of the server's by ~0.5 slot per grant, and most
+        asks were refused (62 of 64 in a traced run), each one more call to a busy server."""
+        return max(0, self.stored - math.floor(self.rate * (now - self.written_at) + 1e-9))
 
     async def take(self, acquire: Callable[[int], Awaitable[int]]) -> int:
         """One Prefect slot for this caller; `acquire(n)` asks the server for n at once and returns how many
@@ -292,6 +326,7 @@ class SubmitPacer:
         """Ask for a whole batch, even for one caller: more are coming, and a grant per caller was a
         write per submission on a busy server (measured: 0.59 of R, not 0.87). True when granted."""
         granted = 0
+        sent = time.monotonic()
         try:
             granted = await acquire(self.batch)
         finally:
@@ -302,14 +337,18 @@ class SubmitPacer:
                     self.tokens += granted
                     # Handed out at once, but sent one per interval behind what is already queued.
                     self.tokens_expire = now + max(1.0, 2 * (granted * self.interval + max(0.0, self.next_at - now)))
-                    self.held, self.held_at = self._held(now) + granted, now
-                    # The next batch may be asked for once the server has room for it (+2 %: the
-                    # server's floor() must not eat a slot).
-                    room_in = (self.held - (self.limit - self.batch)) / self.rate
-                    self.next_grant_at = now + max(0.0, room_in) * 1.02
+                    # The server wrote its row between `sent` and `now` (nearer `now` on a busy server: the
+                    # wait is for its database). Taking `now` errs late by the answer's way back, which
+                    # costs that much; erring early is refused and costs up to a slot's decay (0.5 s at 2/s).
+                    self.stored, self.written_at = self._active(now) + granted, now
                 else:
-                    # Another worker holds the budget: try again after one slot's worth of decay.
-                    self.next_grant_at = now + self.interval * random.uniform(1.0, 2.0)
+                    # Refused: the server holds at least one slot more than reckoned (another worker's
+                    # grants, or the call's time). Ask again when one more has decayed.
+                    self.stored = max(self.stored, self.limit - self.batch + 1
+                                      + math.floor(self.rate * (sent - self.written_at) + 1e-9))
+                # The next batch is asked for as soon as the server has room for it, by its own arithmetic.
+                room_in = (self.stored + self.batch - self.limit) / self.rate
+                self.next_grant_at = self.written_at + max(0.0, room_in) + random.uniform(0.005, 0.015)
         return bool(granted)
 
 

@@ -245,3 +245,25 @@ def test_warm_up_takes_the_first_slots_and_cool_down_gives_unused_ones_back(pref
     cool_down(block)
     assert pool.free == 0 and not pool.leases
     assert asyncio.run(active()) == 0
+
+
+def test_limit_calls_ask_for_a_csrf_token_once_per_server(prefect_server, monkeypatch):
+    """A server without CSRF protection says so once; later limit calls (a new client each) skip the question."""
+    from brandforge.tasks import provider_limits
+    from brandforge.tasks.provider_limits import QuickConflictRetry, rate_slots
+
+    block = ReplicateProvider(api_key="x", requests_per_minute=600, max_concurrent_jobs=8, limit_group="csrf-test")
+    asyncio.run(provider_limits.ensure_provider_limits(block))
+    paths: list[str] = []
+    handle = QuickConflictRetry.handle_async_request
+
+    async def recording(self, request):
+        paths.append(request.url.path)
+        return await handle(self, request)
+
+    monkeypatch.setattr(QuickConflictRetry, "handle_async_request", recording)
+    monkeypatch.setattr(provider_limits, "_NO_CSRF", set())
+    granted = [asyncio.run(rate_slots(block, 1)) for _ in range(4)]
+    assert granted == [1, 1, 1, 1]
+    assert paths.count("/api/v2/concurrency_limits/increment") == 4
+    assert paths.count("/api/csrf-token") == 1, paths
