@@ -2,6 +2,7 @@
 
     python bench/catalog_provider.py                     # 200 assets, R = 120 jobs/min, L = 5 s
     python bench/catalog_provider.py -n 60 --rpm 60 --latency 3
+    python bench/catalog_provider.py --busy 1.0          # one of the 2 cores taken by another process
 
 A generated catalog runs through `catalog_refresh` (the product's path: listing,
 every stage, the ledger, the gallery) with a `ReplicateProvider` pointed at the
@@ -20,6 +21,7 @@ minute's figures include the limiter's warm-up; the rate over the steady middle
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -86,6 +88,15 @@ def host_speed_ms() -> float:
     return sorted(times)[2] * 1000
 
 
+def burn(share: float) -> None:
+    """Busy-loop `share` of one core (in 20 ms periods) until killed: another tenant on the host."""
+    while True:
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.02 * share:
+            pass
+        time.sleep(0.02 * (1 - share))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=200, help="assets (default 200)")
@@ -94,6 +105,9 @@ def main() -> None:
     parser.add_argument("--keep", metavar="DIR", help="keep the catalog, ledger and outputs in DIR (its stage timings)")
     parser.add_argument("--styled-fake", action="store_true",
                         help="let the fake style its outputs as the local engine does (CPU on this machine)")
+    parser.add_argument("--busy", type=float, default=0.0, metavar="CORES",
+                        help="keep this many cores busy beside the run (e.g. 1.0: one of 2 cores taken), to see the "
+                             "figure on a host with less CPU to spare; the host's speed varies from run to run")
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
@@ -117,6 +131,10 @@ def main() -> None:
             base_url=fake.url, api_key=fake_replicate.TOKEN, request_timeout_s=10.0, job_dir=str(tmp_path / "jobs"),
             price_per_image_usd=0.0115, requests_per_minute=int(args.rpm), max_concurrent_jobs=64)})
         profile.save("bench", overwrite=True)
+        busy = []
+        for share in [1.0] * int(args.busy) + ([args.busy % 1] if args.busy % 1 else []):
+            busy.append(multiprocessing.get_context("spawn").Process(target=burn, args=(share,), daemon=True))
+            busy[-1].start()
         speed_before = host_speed_ms()
         started = time.monotonic()  # the fake's job times are on this clock too
         cpu_before = processes_cpu()
@@ -126,17 +144,22 @@ def main() -> None:
         stats, jobs = fake.report()
         jobs.sort()
         speed_after = host_speed_ms()
+        for process in busy:
+            process.kill()
 
     per_min = args.n / seconds * 60
     mine = cpu.pop(os.getpid())
     fake_cpu = cpu.pop(fake.pid, 0.0)
+    for process in busy:  # not the product's
+        cpu.pop(process.pid, None)
     server_cpu = sum(cpu.values())  # the Prefect API server (and its helpers)
     mean, peak = in_flight(jobs, started, started + seconds)
     created = [a for a, _ in jobs]
     lo, hi = created[len(created) // 10], created[(len(created) * 9) // 10]
     steady = (len(created) * 8 // 10) / max(1e-9, hi - lo) * 60
     print(f"catalog_refresh vs provider limit: {args.n} assets, R={args.rpm:g}/min, L={args.latency:g} s, "
-          f"{MAX_PARALLEL} assets in progress, {os.cpu_count()} cores")
+          f"{MAX_PARALLEL} assets in progress, {os.cpu_count()} cores"
+          + (f", {args.busy:g} of them kept busy by another process" if args.busy else ""))
     print(f"states {summary.counts}; {seconds:.1f} s")
     print(f"achieved {per_min:.1f} assets/min = {per_min / args.rpm:.3f} of R "
           f"(steady middle: {steady:.1f} submissions/min = {steady / args.rpm:.3f} of R)")
