@@ -195,10 +195,13 @@ async def _set_limits(wanted: dict[str, tuple[int, float]]) -> None:
 # 600/min budget because one slow grant (the server's write tail) starved the line; 5 s hides
 # those tails (0.72–0.98).
 RATE_BATCH_SECONDS = 5.0
-# The Prefect limit holds this many batches: one in hand while the next is asked for, so a slow
-# grant does not leave the provider idle. The cost: workers together may burst up to this many
-# batches of budget, which the provider may answer with 429 (honoured through Retry-After).
-RATE_BATCHES_HELD = 2
+# The Prefect limit holds this many batches, so a slow grant does not leave the provider idle: a
+# slot is handed out at most a batch's time before its send time, so with 2 the runway when the next
+# batch was asked for was ~5 s of queued sends, and on a loaded host (bench/catalog_provider.py
+# --busy 1.0) grants that took 2–5 s left gaps of 2.3 and 4.6 s (0.871 and 0.914 of R). With 3 a
+# batch more is in hand: ~10 s. The cost: workers together may burst up to this many batches of
+# budget, which the provider may answer with 429 (honoured through Retry-After).
+RATE_BATCHES_HELD = 3
 
 
 class SubmitPacer:

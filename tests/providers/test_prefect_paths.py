@@ -78,7 +78,7 @@ def test_global_limits_are_created_from_the_block(prefect_server, replicate, mak
     rate, jobs = asyncio.run(read())
     from brandforge.tasks.provider_limits import RATE_BATCH_SECONDS, RATE_BATCHES_HELD
 
-    # Two batches of a 120/min budget (one in hand, one asked for); slots decay at 2 per second.
+    # RATE_BATCHES_HELD batches of a 120/min budget (in hand, and asked for); slots decay at 2 per second.
     assert rate.limit == RATE_BATCHES_HELD * round(2 * RATE_BATCH_SECONDS) and rate.slot_decay_per_second == pytest.approx(2.0)
     assert jobs.limit == 3 and not jobs.slot_decay_per_second
     assert jobs.active_slots == 0  # released after the job
