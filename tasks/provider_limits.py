@@ -131,8 +131,10 @@ async def limits_client() -> AsyncIterator[Any]:
     else:
         tls = prefect_tls_context()
         client = get_client(httpx_settings={"transport": QuickConflictRetry(verify=tls), "verify": tls})
-    http = client._client  # Prefect's httpx client holds the CSRF state; there is no setting per client
-    if api in _NO_CSRF:
+    # Prefect's httpx client holds the CSRF state; there is no setting per client. If a Prefect release
+    # moves it, the limit calls still work (they ask for a token each time, as before).
+    http = getattr(client, "_client", None)
+    if api in _NO_CSRF and hasattr(http, "enable_csrf_support"):
         http.enable_csrf_support = False
     async with client:
         try:
@@ -141,7 +143,7 @@ async def limits_client() -> AsyncIterator[Any]:
             if exc.response.status_code == 403:
                 _NO_CSRF.discard(api)
             raise
-        if not http.enable_csrf_support:
+        if getattr(http, "enable_csrf_support", True) is False:
             _NO_CSRF.add(api)
 
 
